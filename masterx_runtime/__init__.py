@@ -1,0 +1,1 @@
+"""Shared runtime for MasterX services: config, logging, gRPC server bootstrap, stores."""

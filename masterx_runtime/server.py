@@ -1,0 +1,191 @@
+"""The gRPC server bootstrap every MasterX service runs on.
+
+A service implements :class:`ServiceApp` (what it registers, how it becomes ready, how it
+stops); :class:`GrpcServer` adds health, reflection, interceptors and metrics around it, and
+:func:`main` is the process entry point (config errors -> readable message, exit code 2;
+SIGTERM/SIGINT -> NOT_SERVING, drain in-flight calls within the grace period, exit 0).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from masterx_runtime import logs, metrics
+from masterx_runtime.config import ConfigError, load
+from masterx_runtime.interceptors import default_interceptors
+from masterx_runtime.settings import ServerSettings
+
+log = logging.getLogger("masterx.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ServiceApp(abc.ABC):
+    """One deployable service: its servicers plus its start/stop lifecycle."""
+
+    #: Short name used in logs, metrics and process names, e.g. "emotion".
+    name: ClassVar[str]
+    #: Fully qualified gRPC service names, e.g. ("masterx.emotion.v1.EmotionService",).
+    service_names: ClassVar[tuple[str, ...]]
+    default_grpc_port: ClassVar[int]
+    default_metrics_port: ClassVar[int]
+
+    @abc.abstractmethod
+    def register(self, server: grpc.aio.Server) -> None:
+        """Add this service's servicers to ``server``."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Become ready (load models, connect stores, warm up). Health is SERVING only after this."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release resources after the server has drained."""
+
+    def health_details(self) -> Mapping[str, Any]:
+        """Extra facts for the JSON health endpoint (e.g. the execution provider in use)."""
+        return {}
+
+
+class GrpcServer:
+    """Runs a :class:`ServiceApp` on a ``grpc.aio`` server with health, reflection and metrics."""
+
+    def __init__(self, app: ServiceApp, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self._state = "STARTING"
+        self._server: grpc.aio.Server | None = None
+        self._metrics: metrics.MetricsServer | None = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in ("", *self.app.service_names):
+            await self.health.set(name, status)
+        metrics.SERVING.labels(self.app.name).set(1 if status == SERVING else 0)
+
+    def _health_json(self) -> dict[str, Any]:
+        return {"service": self.app.name, "status": self._state, **self.app.health_details()}
+
+    async def start(self) -> int:
+        """Bind and start serving NOT_SERVING, run the app's start, then report SERVING."""
+        s = self.settings
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(
+            interceptors=default_interceptors(self.app.name),
+            options=options,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
+        )
+        self._server = server
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self._set_all(NOT_SERVING)
+        self.app.register(server)
+        reflection.enable_server_reflection(
+            (*self.app.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"could not bind gRPC port {s.host}:{s.grpc_port}")
+        await server.start()
+        if s.metrics_port >= 0:
+            self._metrics = metrics.MetricsServer(s.host, s.metrics_port, self._health_json)
+            self.metrics_port = await self._metrics.start()
+        log.info("listening", extra={"grpc_port": self.port, "metrics_port": self.metrics_port})
+        started = time.perf_counter()
+        await self.app.start()
+        self._state = "SERVING"
+        await self._set_all(SERVING)
+        log.info(
+            "serving",
+            extra={"startup_ms": round((time.perf_counter() - started) * 1000, 1), **self.app.health_details()},
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first (so load balancers stop sending), then drain, then app.stop()."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self._state = "DRAINING"
+        await self._set_all(NOT_SERVING)
+        log.info("draining", extra={"grace_s": grace})
+        if self._server is not None:
+            await self._server.stop(grace)
+        try:
+            await self.app.stop()
+        finally:
+            if self._metrics is not None:
+                await self._metrics.stop()
+            self._state = "STOPPED"
+            log.info("stopped")
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(app: ServiceApp, settings: ServerSettings) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    server = GrpcServer(app, settings)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    start_task = asyncio.ensure_future(server.start())
+    waiter = asyncio.ensure_future(stop_requested.wait())
+    done, _ = await asyncio.wait({start_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if start_task in done:
+        start_task.result()  # re-raise startup failures
+        await waiter
+    else:
+        start_task.cancel()
+        await asyncio.gather(start_task, return_exceptions=True)
+    log.info("signal received, shutting down")
+    await server.stop()
+
+
+def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
+    """Process entry point used by ``python -m services.<name>``."""
+    try:
+        settings = load(
+            ServerSettings,
+            grpc_port=app_cls.default_grpc_port,
+            metrics_port=app_cls.default_metrics_port,
+        )
+    except ConfigError as exc:
+        print(f"{app_cls.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(settings.log_level, settings.log_format, app_cls.name)
+    try:
+        app = factory()
+    except ConfigError as exc:
+        print(f"{app_cls.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        asyncio.run(serve(app, settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(1)

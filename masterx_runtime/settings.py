@@ -1,0 +1,57 @@
+"""Settings every service shares: its gRPC server, logging, and where its peers are."""
+
+from __future__ import annotations
+
+from masterx_runtime.config import env, settings
+
+
+@settings("runtime")
+class ServerSettings:
+    """How a service's gRPC server listens and shuts down (same names in every service)."""
+
+    host: str = env("MASTERX_GRPC_HOST", "127.0.0.1", "Address the gRPC server binds to (`0.0.0.0` in containers).")
+    grpc_port: int = env(
+        "MASTERX_GRPC_PORT",
+        0,
+        "gRPC port (0 = any free port). Defaults per service: emotion 50051, reasoning 50052, router 50053, benchmark 50054.",
+        minimum=0,
+        maximum=65535,
+    )
+    metrics_port: int = env(
+        "MASTERX_METRICS_PORT",
+        0,
+        "Port of the HTTP endpoint serving `/metrics` (Prometheus) and `/health` (JSON details). "
+        "Defaults per service: 9101-9104; `0` = any free port, `-1` disables it.",
+        minimum=-1,
+        maximum=65535,
+    )
+    shutdown_grace_seconds: float = env(
+        "MASTERX_SHUTDOWN_GRACE_SECONDS",
+        10.0,
+        "On SIGTERM, in-flight calls get this long to finish before they are cancelled.",
+        minimum=0,
+        maximum=600,
+    )
+    max_message_bytes: int = env(
+        "MASTERX_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "Largest gRPC message accepted or sent.", minimum=1024
+    )
+    max_concurrent_rpcs: int = env(
+        "MASTERX_MAX_CONCURRENT_RPCS", 0, "Concurrent RPCs before new ones get RESOURCE_EXHAUSTED (0 = unlimited).", minimum=0
+    )
+    log_level: str = env(
+        "MASTERX_LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: str = env("MASTERX_LOG_FORMAT", "json", "`json` (one object per line) or `text`.", choices=("json", "text"))
+
+
+@settings("peers")
+class PeerSettings:
+    """Where the other services listen, for services and the gateway that call them."""
+
+    emotion_addr: str = env("EMOTION_ADDR", "127.0.0.1:50051", "host:port of the emotion service.")
+    reasoning_addr: str = env("REASONING_ADDR", "127.0.0.1:50052", "host:port of the reasoning service.")
+    router_addr: str = env("ROUTER_ADDR", "127.0.0.1:50053", "host:port of the router service.")
+    benchmark_addr: str = env("BENCHMARK_ADDR", "127.0.0.1:50054", "host:port of the benchmark service.")
+    rpc_timeout_seconds: float = env(
+        "MASTERX_RPC_TIMEOUT_SECONDS", 30.0, "Default deadline for calls to peer services.", minimum=0.01
+    )

@@ -1,0 +1,1 @@
+"""Helpers to start real Redis and MongoDB-wire servers for tests, benchmarks and local runs."""

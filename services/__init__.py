@@ -1,0 +1,1 @@
+"""MasterX services; each subpackage is one separately deployable process."""

@@ -1,0 +1,236 @@
+"""Multi-task fine-tuning loop (GoEmotions BCE + EmoBank PAD regression, masked losses)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .calibrate import calibrate, evaluate_emotions, evaluate_pad
+from .data import Corpus, dev_half_masks
+from .model import EmotionNet, encoder_path
+from .tokenize import encode, load_tokenizer, pad_batch
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (all recorded in the checkpoint and the model card)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 8e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.06
+    max_seq_length: int = 64
+    pos_weight_power: float = 0.5  # pos_weight = (neg/pos) ** power ...
+    pos_weight_max: float = 10.0  # ... clipped to [1, max]
+    pad_loss_weight: float = 0.5  # weight of the variance-normalised PAD MSE
+    emobank_repeat: int = 1  # EmoBank train copies per epoch
+    dropout: float = 0.1
+    seed: int = 13
+    threads: int = 2
+    max_steps: int | None = None  # stop early (timing / smoke tests)
+    eval_batch_size: int = 128
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pos_weights(y: np.ndarray, power: float, cap: float) -> np.ndarray:
+    """Per-label BCE pos_weight: (neg/pos) ** power clipped to [1, cap]."""
+    pos = y.sum(0)
+    neg = len(y) - pos
+    w = np.power(neg / np.maximum(pos, 1.0), power)
+    return np.clip(w, 1.0, cap).astype(np.float32)
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Shuffle, sort by length inside chunks of 50 batches, shuffle the batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches: list[list[int]] = []
+    for s in range(0, len(idx), chunk):
+        part = sorted(idx[s : s + chunk], key=lambda i: lengths[i])
+        batches.extend(part[b : b + batch_size] for b in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict_torch(
+    model: EmotionNet, seqs: list[list[int]], batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [N,28] and PAD [N,3] of token-id sequences (sorted by length for speed)."""
+    model.eval()
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    logits = np.zeros((len(seqs), 28), dtype=np.float32)
+    pad = np.zeros((len(seqs), 3), dtype=np.float32)
+    for s in range(0, len(order), batch_size):
+        sel = order[s : s + batch_size]
+        ids, mask = pad_batch([seqs[i] for i in sel])
+        lo, pa = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        logits[sel] = lo.numpy()
+        pad[sel] = pa.numpy()
+    return logits, pad
+
+
+def evaluate_dev(
+    model: EmotionNet, corpus: Corpus, dev_seqs: list[list[int]], eb_seqs: list[list[int]]
+) -> dict:
+    """Calibrate on dev half A; metrics on A, B, full dev and EmoBank dev."""
+    logits, _ = predict_torch(model, dev_seqs)
+    _, pad = predict_torch(model, eb_seqs)
+    y = corpus.ge_dev.labels
+    a, b = dev_half_masks(corpus.ge_dev.ids)
+    cal = calibrate(logits[a], y[a], corpus.ekman_of_label)
+    res = {"calibration": cal, "pad_dev": evaluate_pad(pad, corpus.eb_dev.vad)}
+    for name, m in (("dev_A", a), ("dev_B", b), ("dev_full", np.ones_like(a))):
+        r = evaluate_emotions(logits[m], y[m], cal, corpus.ekman_of_label)
+        res[name] = {k: v for k, v in r.items() if not k.startswith("per_")}
+    return res
+
+
+def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
+    """Fine-tune; save ``checkpoints/epoch{k}.pt`` each epoch and ``best.pt`` (by dev-A macro-F1)."""
+    torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    ckpt_dir = build_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(encoder_path() / "tokenizer.json", cfg.max_seq_length)
+
+    ge_seqs = encode(tok, corpus.ge_train.texts)
+    eb_seqs = encode(tok, corpus.eb_train.texts)
+    dev_seqs = encode(tok, corpus.ge_dev.texts)
+    ebdev_seqs = encode(tok, corpus.eb_dev.texts)
+
+    # one pool of examples; each has either emotion labels or PAD targets
+    seqs = ge_seqs + eb_seqs * cfg.emobank_repeat
+    n_ge = len(ge_seqs)
+    ge_y = torch.from_numpy(corpus.ge_train.labels)
+    eb_vad = torch.from_numpy(corpus.eb_train.vad)
+    n_eb = len(eb_seqs)
+    vad_var = torch.from_numpy(corpus.eb_train.vad.var(0).astype(np.float32)).clamp(min=1e-4)
+
+    model = EmotionNet(dropout=cfg.dropout)
+    pw = torch.from_numpy(pos_weights(corpus.ge_train.labels, cfg.pos_weight_power,
+                                      cfg.pos_weight_max))
+    bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
+    groups = []
+    for is_enc, lr in ((True, cfg.lr), (False, cfg.head_lr)):
+        for decay in (True, False):
+            ps = [
+                p for n, p in model.named_parameters()
+                if n.startswith("encoder.") == is_enc and (not any(k in n for k in no_decay)) == decay
+            ]
+            if ps:
+                groups.append({"params": ps, "lr": lr,
+                               "weight_decay": cfg.weight_decay if decay else 0.0})
+    opt = torch.optim.AdamW(groups)
+    steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    warm = max(1, int(cfg.warmup_frac * total))
+
+    def lr_lambda(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    rng = random.Random(cfg.seed)
+    lengths = [len(s) for s in seqs]
+    log(f"train: {n_ge} goemotions + {n_eb}x{cfg.emobank_repeat} emobank, "
+        f"{steps_per_epoch} steps/epoch, {total} steps total, pos_weight={pw.numpy().round(2).tolist()}")
+    t0 = time.time()
+    step = 0
+    history: list[dict] = []
+    best = (-1.0, -1)
+    stop = False
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        run_loss = run_ge = run_eb = 0.0
+        for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
+            ids, mask = pad_batch([seqs[i] for i in batch])
+            logits, pad = model(torch.from_numpy(ids), torch.from_numpy(mask))
+            bi = torch.tensor(batch)
+            is_ge = bi < n_ge
+            loss = torch.zeros(())
+            lge = leb = torch.zeros(())
+            if is_ge.any():
+                lge = bce(logits[is_ge], ge_y[bi[is_ge]])
+                loss = loss + lge
+            if (~is_ge).any():
+                tgt = eb_vad[(bi[~is_ge] - n_ge) % n_eb]
+                leb = (((pad[~is_ge] - tgt) ** 2) / vad_var).mean()
+                loss = loss + cfg.pad_loss_weight * leb
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            run_loss += float(loss)
+            run_ge += float(lge)
+            run_eb += float(leb)
+            if step % 50 == 0:
+                el = time.time() - t0
+                log(f"epoch {epoch} step {step}/{total} loss {run_loss / 50:.4f} "
+                    f"(ge {run_ge / 50:.4f} pad {run_eb / 50:.4f}) lr {sched.get_last_lr()[0]:.2e} "
+                    f"{el / step:.3f}s/step elapsed {el / 60:.1f}min")
+                run_loss = run_ge = run_eb = 0.0
+            if cfg.max_steps and step >= cfg.max_steps:
+                stop = True
+                break
+        ev = evaluate_dev(model, corpus, dev_seqs, ebdev_seqs)
+        ev.update({"epoch": epoch, "step": step, "elapsed_s": time.time() - t0})
+        history.append(ev)
+        log("epoch-eval " + json.dumps({k: ev[k] for k in ("epoch", "dev_A", "pad_dev", "elapsed_s")}))
+        torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "epoch": epoch,
+                    "step": step, "eval": ev}, ckpt_dir / f"epoch{epoch}.pt")
+        if ev["dev_A"]["macro_f1"] > best[0]:
+            best = (ev["dev_A"]["macro_f1"], epoch)
+        if stop:
+            break
+    wall = time.time() - t0
+    best_path = ckpt_dir / f"epoch{best[1]}.pt"
+    (build_dir / "best.pt").unlink(missing_ok=True)
+    (build_dir / "best.pt").symlink_to(best_path.resolve())
+    summary = {"config": asdict(cfg), "history": history, "best_epoch": best[1],
+               "train_wall_s": wall, "steps": step, "steps_per_epoch": steps_per_epoch,
+               "n_train_goemotions": n_ge, "n_train_emobank": n_eb,
+               "hardware": hardware(), "torch": torch.__version__}
+    (build_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    log(f"training done in {wall / 60:.1f} min; best epoch {best[1]} (dev-A macro-F1 {best[0]:.4f})")
+    return summary
+
+
+def hardware() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, no GPU"
