@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-v1
 PROTOS := $(shell find protos -name '*.proto' | sort)
 DATA ?= ../shared/data
 
-.PHONY: help setup run test test-all lint protos proto-check proto-lock bench train-emotion clean
+.PHONY: help setup run test test-all lint protos proto-check proto-lock readme-env bench train-emotion clean
 
 help:
 	@echo "make run          set up (first time) and start every service locally"
@@ -66,3 +66,6 @@ train-emotion: setup
 
 clean:
 	rm -rf .masterx .pytest_cache .mypy_cache .ruff_cache
+
+readme-env: setup
+	$(PYTHON) -m masterx_runtime.config --update-readme

@@ -37,10 +37,14 @@ class _RequestIdClientInterceptor(
     async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
-    async def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
         return await continuation(self._details(details), request_iterator)
 
-    async def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, request_iterator: Any) -> Any:
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
         return await continuation(self._details(details), request_iterator)
 
 

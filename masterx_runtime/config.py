@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 C = TypeVar("C")
 
@@ -62,11 +62,12 @@ def env(
     return dataclasses.field(default=default, metadata={"env": spec})
 
 
+@dataclass_transform(frozen_default=True)
 def settings(section: str) -> Any:
     """Class decorator: make a frozen dataclass and register its variables under ``section``."""
 
     def wrap(cls: type[C]) -> type[C]:
-        dc = dataclass(frozen=True)(cls)
+        dc = cls if dataclasses.is_dataclass(cls) else dataclass(frozen=True)(cls)
         for f in dataclasses.fields(dc):  # type: ignore[arg-type]
             spec: EnvSpec | None = f.metadata.get("env")
             if spec is not None:
@@ -175,5 +176,30 @@ def _import_all_settings() -> None:
             importlib.import_module(mod.name)
 
 
+START, END = "<!-- env-table:start -->", "<!-- env-table:end -->"
+
+
+def update_readme(path: str = "README.md") -> bool:
+    """Rewrite the table between the README's env-table markers; True if it changed."""
+    from pathlib import Path
+
+    readme = Path(path)
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{markdown_table()}\n{END}{tail}"
+    readme.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    # Run as a script this module is `__main__`; the settings classes register into the
+    # importable `masterx_runtime.config`, so use that module's functions.
+    from masterx_runtime import config as _config
+
+    if sys.argv[1:] == ["--update-readme"]:
+        print("README.md updated" if _config.update_readme() else "README.md already up to date")
+    else:
+        print(_config.markdown_table())

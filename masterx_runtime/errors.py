@@ -26,9 +26,7 @@ class ServiceError(Exception):
         self.dependency = dependency
 
     def detail(self, service: str) -> common_pb2.ErrorDetail:
-        return common_pb2.ErrorDetail(
-            reason=self.reason, field=self.field, service=service, dependency=self.dependency
-        )
+        return common_pb2.ErrorDetail(reason=self.reason, field=self.field, service=service, dependency=self.dependency)
 
 
 class InvalidArgument(ServiceError):

@@ -40,7 +40,9 @@ async def _drain(behavior: Behavior, request: Any, context: grpc.aio.ServicerCon
         await result
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, unary: UnaryHook, stream: StreamHook) -> grpc.RpcMethodHandler:
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler, method: str, unary: UnaryHook, stream: StreamHook
+) -> grpc.RpcMethodHandler:
     def unary_response(behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await unary(behavior, request, context, method)
@@ -48,8 +50,10 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, unary: UnaryHook,
         return wrapped
 
     def stream_response(behavior: Behavior) -> Behavior:
-        def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            return stream(behavior, request, context, method)
+        # Must be an async generator *function*: grpc.aio picks sync/async handling by inspecting it.
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for item in stream(behavior, request, context, method):
+                yield item
 
         return wrapped
 
@@ -87,7 +91,9 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     def skip(self, method: str) -> bool:
         return method.startswith(("/grpc.health.v1.", "/grpc.reflection."))
 
-    async def around_unary(self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str) -> Any:
+    async def around_unary(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> Any:
         return await behavior(request, context)
 
     async def around_stream(
@@ -133,10 +139,20 @@ class RequestContextInterceptor(_WrappingInterceptor):
     def _end(self, context: grpc.aio.ServicerContext, method: str, start: float, exc: BaseException | None) -> None:
         quiet = method.startswith(("/grpc.health.v1.", "/grpc.reflection."))
         status = _status_of(context, exc)
-        level = logging.DEBUG if quiet else (logging.INFO if status in ("OK", "CANCELLED") or exc is None else logging.WARNING)
-        log.log(level, "rpc", extra={"method": method, "status": status, "ms": round((time.perf_counter() - start) * 1000, 2)})
+        level = (
+            logging.DEBUG
+            if quiet
+            else (logging.INFO if status in ("OK", "CANCELLED") or exc is None else logging.WARNING)
+        )
+        log.log(
+            level,
+            "rpc",
+            extra={"method": method, "status": status, "ms": round((time.perf_counter() - start) * 1000, 2)},
+        )
 
-    async def around_unary(self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str) -> Any:
+    async def around_unary(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> Any:
         rid, token = self._begin(context)
         start, exc = time.perf_counter(), None
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
@@ -172,7 +188,9 @@ class MetricsInterceptor(_WrappingInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
 
-    async def around_unary(self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str) -> Any:
+    async def around_unary(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> Any:
         start, exc = time.perf_counter(), None
         metrics.RPC_IN_FLIGHT.labels(self.service).inc()
         try:
@@ -209,20 +227,24 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
         if isinstance(exc, ServiceError):
             context.set_trailing_metadata(
-                tuple(context.trailing_metadata() or ()) + ((ERROR_DETAIL_KEY, exc.detail(self.service).SerializeToString()),)
+                (*(context.trailing_metadata() or ()), (ERROR_DETAIL_KEY, exc.detail(self.service).SerializeToString()))
             )
             await context.abort(exc.code, exc.message)
         if isinstance(exc, TimeoutError):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         log.exception("unhandled error in %s", method)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); request id {request_id_var.get()}")
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); request id {request_id_var.get()}"
+        )
 
-    async def around_unary(self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str) -> Any:
+    async def around_unary(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> Any:
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        except Exception as exc:
             await self._abort(context, exc, method)
 
     async def around_stream(
@@ -233,7 +255,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
                 yield item
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:  # noqa: BLE001 - mapped, never swallowed
+        except Exception as exc:
             await self._abort(context, exc, method)
 
 

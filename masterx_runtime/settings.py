@@ -36,12 +36,15 @@ class ServerSettings:
         "MASTERX_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, "Largest gRPC message accepted or sent.", minimum=1024
     )
     max_concurrent_rpcs: int = env(
-        "MASTERX_MAX_CONCURRENT_RPCS", 0, "Concurrent RPCs before new ones get RESOURCE_EXHAUSTED (0 = unlimited).", minimum=0
+        "MASTERX_MAX_CONCURRENT_RPCS",
+        0,
+        "Concurrent RPCs before new ones get RESOURCE_EXHAUSTED (0 = unlimited).",
+        minimum=0,
     )
-    log_level: str = env(
-        "MASTERX_LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    log_level: str = env("MASTERX_LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = env(
+        "MASTERX_LOG_FORMAT", "json", "`json` (one object per line) or `text`.", choices=("json", "text")
     )
-    log_format: str = env("MASTERX_LOG_FORMAT", "json", "`json` (one object per line) or `text`.", choices=("json", "text"))
 
 
 @settings("peers")

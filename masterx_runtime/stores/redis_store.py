@@ -17,7 +17,9 @@ log = logging.getLogger("masterx.redis")
 class RedisSettings:
     url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (sessions, circuit breakers, rate limits).")
     socket_timeout_seconds: float = env("REDIS_TIMEOUT_SECONDS", 2.0, "Timeout for one Redis command.", minimum=0.01)
-    connect_timeout_seconds: float = env("REDIS_CONNECT_TIMEOUT_SECONDS", 3.0, "Timeout to connect to Redis.", minimum=0.01)
+    connect_timeout_seconds: float = env(
+        "REDIS_CONNECT_TIMEOUT_SECONDS", 3.0, "Timeout to connect to Redis.", minimum=0.01
+    )
     max_connections: int = env("REDIS_MAX_CONNECTIONS", 64, "Connection pool size.", minimum=1)
     key_prefix: str = env("REDIS_KEY_PREFIX", "masterx:", "Prefix of every key MasterX writes.")
 

@@ -63,9 +63,7 @@ class ManagedProcess:
 
 
 def redis_binary() -> str | None:
-    return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
+    return shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
 
 
 def mongo_binary() -> str | None:
@@ -109,7 +107,17 @@ def start_mongo(port: int | None = None, *, datadir: Path | None = None, log: Pa
     else:
         workdir = datadir or Path(tempfile.mkdtemp(prefix="masterx-secantus-"))
         workdir.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(workdir), "--log-level", "WARNING"]
+        args = [
+            binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(workdir),
+            "--log-level",
+            "WARNING",
+        ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
     managed = ManagedProcess("mongodb", f"mongodb://127.0.0.1:{port}", proc, workdir, datadir is None)
