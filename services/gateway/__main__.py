@@ -1,0 +1,54 @@
+"""``python -m services.gateway``: serve the gateway with uvicorn until SIGTERM/SIGINT.
+
+On a signal uvicorn stops accepting connections, lets open requests (streams too) finish for
+GATEWAY_SHUTDOWN_GRACE_SECONDS, then cancels what is left and runs the app's shutdown
+(channels and Redis closed). A bad setting exits with code 2 and a readable message.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from masterx_runtime import logs
+from masterx_runtime.config import ConfigError, load
+from masterx_runtime.settings import PeerSettings, ServerSettings
+from masterx_runtime.stores.redis_store import RedisSettings
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+
+
+def main() -> None:
+    try:
+        server_cfg = load(ServerSettings)
+        cfg = load(GatewaySettings)
+        peers = load(PeerSettings)
+        redis_cfg = load(RedisSettings)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(server_cfg.log_level, server_cfg.log_format, "gateway")
+    app = create_app(cfg, peers, redis_cfg)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_config=None,  # keep the runtime's JSON/text logging
+        access_log=False,  # the gateway logs its own access lines (with request ids)
+        timeout_graceful_shutdown=int(cfg.shutdown_grace_seconds) or None,
+        server_header=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except OSError as exc:
+        print(f"gateway: cannot listen on {cfg.host}:{cfg.port}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if not server.started:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The gateway's ASGI app: routes, middleware, error handlers, static tutor page, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from masterx_runtime.config import load
+from masterx_runtime.logs import request_id_var
+from masterx_runtime.settings import PeerSettings
+from masterx_runtime.stores.redis_store import RedisSettings
+from services.gateway import routes_admin, routes_chat, routes_health, routes_info, routes_openai, routes_practice
+from services.gateway.config import GatewaySettings
+from services.gateway.errors import GatewayError
+from services.gateway.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from services.gateway.peers import Peers
+from services.gateway.ratelimit import RateLimiter
+
+log = logging.getLogger("masterx.gateway")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+_HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    """(status, message, field) for a pydantic failure: 400 for malformed JSON, 422 otherwise."""
+    errors = exc.errors()
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+            pos = err.get("loc", ("body", "?"))[-1]
+            return 400, f"malformed JSON body: {reason} (at character {pos})", "body"
+    for err in errors:
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") in ("model_attributes_type", "dict_type"):
+            return 400, "request body must be a JSON object (send Content-Type: application/json)", "body"
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    first = errors[0] if errors else {}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return 422, "; ".join(parts) + more, field
+
+
+def _error_response(err: GatewayError) -> JSONResponse:
+    return JSONResponse(err.body(request_id_var.get()), status_code=err.status, headers=err.headers or None)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> JSONResponse:
+        if exc.status >= 500:
+            log.warning("upstream error", extra={"status": exc.status, "code": exc.code, "failed": exc.service})
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message, field = _validation_message(exc)
+        return _error_response(GatewayError(status, "INVALID_ARGUMENT", message, service="gateway", field=field))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        err = GatewayError(exc.status_code, code, str(exc.detail), service="gateway", headers=dict(exc.headers or {}))
+        return _error_response(err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        rid = request_id_var.get()
+        return _error_response(GatewayError(500, "INTERNAL", f"internal error; request id {rid}", service="gateway"))
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    peer_settings: PeerSettings | None = None,
+    redis_settings: RedisSettings | None = None,
+) -> FastAPI:
+    """Build the gateway. Settings default to the environment."""
+    cfg = settings or load(GatewaySettings)
+    peer_cfg = peer_settings or load(PeerSettings)
+    redis_cfg = redis_settings or load(RedisSettings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.peers = Peers.connect(peer_cfg)
+        log.info(
+            "gateway ready",
+            extra={
+                "emotion": peer_cfg.emotion_addr,
+                "reasoning": peer_cfg.reasoning_addr,
+                "router": peer_cfg.router_addr,
+                "benchmark": peer_cfg.benchmark_addr,
+                "rate_limit_per_minute": cfg.rate_limit_per_minute,
+                "admin_keys": len(cfg.admin_api_keys),
+            },
+        )
+        try:
+            yield
+        finally:
+            await app.state.peers.close()
+            if app.state.redis is not None:
+                await app.state.redis.aclose()
+
+    app = FastAPI(
+        title="MasterX gateway",
+        version="1.0",
+        summary="Emotion-aware AI tutoring: chat, emotion analysis, provider routing and benchmarks over HTTP.",
+        lifespan=lifespan,
+    )
+    app.state.settings = cfg
+    app.state.peers = None
+    # The Redis client connects lazily, on the loop of the first request.
+    app.state.redis = None
+    limiter: RateLimiter | None = None
+    if cfg.rate_limit_per_minute > 0:
+        app.state.redis = aioredis.Redis.from_url(
+            redis_cfg.url,
+            socket_timeout=redis_cfg.socket_timeout_seconds,
+            socket_connect_timeout=redis_cfg.connect_timeout_seconds,
+            max_connections=redis_cfg.max_connections,
+        )
+        limiter = RateLimiter(app.state.redis, cfg.rate_limit_per_minute, cfg.rate_limit_burst, redis_cfg.key_prefix)
+    _install_error_handlers(app)
+    for module in (routes_chat, routes_openai, routes_info, routes_admin, routes_practice, routes_health):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Added innermost first: the request-context middleware ends up outermost.
+    if limiter is not None:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            fail_open=cfg.rate_limit_fail_open,
+            trust_forwarded_for=cfg.trust_forwarded_for,
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    if cfg.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cfg.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

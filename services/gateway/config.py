@@ -1,0 +1,89 @@
+"""Gateway settings: where it listens, security limits and per-stage deadlines."""
+
+from __future__ import annotations
+
+from masterx_runtime.config import env, settings
+
+
+@settings("gateway")
+class GatewaySettings:
+    """Everything the HTTP gateway reads from the environment."""
+
+    host: str = env("GATEWAY_HOST", "127.0.0.1", "Address the HTTP gateway binds to (`0.0.0.0` in containers).")
+    port: int = env("GATEWAY_PORT", 8080, "HTTP port of the gateway.", minimum=0, maximum=65535)
+    admin_api_keys: tuple[str, ...] = env(
+        "GATEWAY_ADMIN_API_KEYS",
+        (),
+        "Comma-separated API keys accepted on admin endpoints (`Authorization: Bearer KEY` or `X-API-Key`). "
+        "Empty = admin endpoints answer 403.",
+        secret=True,
+    )
+    max_body_bytes: int = env(
+        "GATEWAY_MAX_BODY_BYTES", 256 * 1024, "Largest request body accepted; larger ones get 413.", minimum=1
+    )
+    max_message_chars: int = env(
+        "GATEWAY_MAX_MESSAGE_CHARS", 16_000, "Longest chat message accepted (characters).", minimum=1
+    )
+    max_history_messages: int = env(
+        "GATEWAY_MAX_HISTORY_MESSAGES", 50, "Most earlier messages a chat request may carry.", minimum=0
+    )
+    rate_limit_per_minute: int = env(
+        "GATEWAY_RATE_LIMIT_PER_MINUTE",
+        120,
+        "Requests per minute per client on /api and /v1 (token bucket in Redis; 0 = no limit).",
+        minimum=0,
+    )
+    rate_limit_burst: int = env(
+        "GATEWAY_RATE_LIMIT_BURST", 0, "Bucket size: requests allowed at once (0 = the per-minute rate).", minimum=0
+    )
+    rate_limit_fail_open: bool = env(
+        "GATEWAY_RATE_LIMIT_FAIL_OPEN", True, "When Redis is unreachable, let requests through (logged) instead of 503."
+    )
+    trust_forwarded_for: bool = env(
+        "GATEWAY_TRUST_X_FORWARDED_FOR",
+        False,
+        "Identify clients by the first X-Forwarded-For address (only behind a proxy that sets it).",
+    )
+    cors_origins: tuple[str, ...] = env(
+        "GATEWAY_CORS_ORIGINS", (), "Comma-separated origins allowed by CORS (`*` = any; empty = no CORS headers)."
+    )
+    log_message_text: bool = env(
+        "GATEWAY_LOG_MESSAGE_TEXT", False, "Log students' message text (off: only length and a hash are logged)."
+    )
+    emotion_timeout_seconds: float = env(
+        "GATEWAY_EMOTION_TIMEOUT_SECONDS", 3.0, "Deadline of the emotion Analyze call in a chat turn.", minimum=0.01
+    )
+    budget_timeout_seconds: float = env(
+        "GATEWAY_BUDGET_TIMEOUT_SECONDS", 2.0, "Deadline of the reasoning AllocateBudget call.", minimum=0.01
+    )
+    generate_timeout_seconds: float = env(
+        "GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, "Deadline of the router Generate call (the answer).", minimum=0.01
+    )
+    reason_timeout_seconds: float = env(
+        "GATEWAY_REASON_TIMEOUT_SECONDS", 120.0, "Deadline of an MCTS Reason call (deep thinking).", minimum=0.01
+    )
+    rpc_timeout_seconds: float = env(
+        "GATEWAY_RPC_TIMEOUT_SECONDS",
+        10.0,
+        "Deadline of the other calls (leaderboards, provider health, costs, practice).",
+        minimum=0.01,
+    )
+    ready_timeout_seconds: float = env(
+        "GATEWAY_READY_TIMEOUT_SECONDS", 1.0, "Deadline of each health check behind /readyz.", minimum=0.01
+    )
+    system_prompt: str = env(
+        "GATEWAY_SYSTEM_PROMPT",
+        "You are MasterX, a patient tutor. Explain step by step, check understanding, and keep answers focused.",
+        "System prompt the tutor chat (/api/v1/chat) puts before the conversation.",
+    )
+    openai_emotion: bool = env(
+        "GATEWAY_OPENAI_EMOTION",
+        True,
+        "Analyse the last user message on /v1/chat/completions so routing is emotion-aware.",
+    )
+    shutdown_grace_seconds: float = env(
+        "GATEWAY_SHUTDOWN_GRACE_SECONDS",
+        10.0,
+        "On SIGTERM, open requests (streams too) get this long before they are cancelled.",
+        minimum=0,
+    )

@@ -1,0 +1,220 @@
+"""OpenAI-compatible chat completions, so existing OpenAI clients talk to MasterX unchanged.
+
+``model`` picks the routing: ``"masterx"`` or ``"auto"`` lets the router choose (emotion-aware
+when the emotion service answers); any other name pins that provider (404 when unknown).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from masterx.common.v1 import common_pb2
+from masterx.emotion.v1 import emotion_pb2
+from masterx.router.v1 import router_pb2
+from masterx_runtime.logs import request_id_var
+from services.gateway import sse, views
+from services.gateway.chat import text_fingerprint
+from services.gateway.config import GatewaySettings
+from services.gateway.deps import get_peers, get_settings
+from services.gateway.errors import GatewayError, bad_request, from_rpc_error
+from services.gateway.peers import Peers, rpc
+from services.gateway.schemas import ChatCompletionRequest
+
+log = logging.getLogger("masterx.gateway.openai")
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+Cfg = Annotated[GatewaySettings, Depends(get_settings)]
+PeersDep = Annotated[Peers, Depends(get_peers)]
+
+ROUTED_MODELS = ("masterx", "auto")
+_FINISH = {"stop", "length", "content_filter", "tool_calls"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def to_chat_messages(body: ChatCompletionRequest, cfg: GatewaySettings) -> list[common_pb2.ChatMessage]:
+    """Provider-neutral messages; 400 for what MasterX cannot carry (tools, images, n > 1)."""
+    if body.n is not None and body.n > 1:
+        raise bad_request("n > 1 is not supported", "n")
+    out = []
+    for i, msg in enumerate(body.messages):
+        if msg.role not in _ROLES:
+            raise bad_request(
+                f"messages[{i}]: role {msg.role!r} is not supported (no tool calls)", f"messages[{i}].role"
+            )
+        if isinstance(msg.content, list) and any(p.type != "text" for p in msg.content):
+            raise bad_request(f"messages[{i}]: only text content parts are supported", f"messages[{i}].content")
+        text = msg.text()
+        if len(text) > cfg.max_message_chars:
+            raise bad_request(f"messages[{i}] is longer than {cfg.max_message_chars} characters", f"messages[{i}]")
+        out.append(common_pb2.ChatMessage(role=_ROLES[msg.role], content=text))
+    if out[-1].role != "user" or not out[-1].content.strip():
+        raise bad_request("the last message must be a non-empty user message", "messages")
+    return out
+
+
+async def _emotion(peers: Peers, cfg: GatewaySettings, text: str, user: str) -> common_pb2.EmotionResult | None:
+    """Emotion of the last user message, or None when the service does not answer (routing goes on)."""
+    if not cfg.openai_emotion:
+        return None
+    try:
+        resp = await peers.emotion.Analyze(
+            emotion_pb2.AnalyzeRequest(text=text, user_id=user), timeout=cfg.emotion_timeout_seconds
+        )
+    except grpc.aio.AioRpcError as exc:
+        log.warning("emotion skipped", extra={"code": exc.code().name})
+        return None
+    return resp.result
+
+
+def _finish(reason: str) -> str:
+    return reason if reason in _FINISH else "stop"
+
+
+def _usage(u: common_pb2.Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": int(u.tokens.input_tokens),
+        "completion_tokens": int(u.tokens.output_tokens),
+        "total_tokens": int(u.tokens.total_tokens),
+    }
+
+
+def _extension(done: router_pb2.GenerateResponse, emotion: common_pb2.EmotionResult | None) -> dict[str, Any]:
+    """MasterX facts OpenAI clients ignore but can read (extra fields are allowed)."""
+    return {
+        "provider": done.provider,
+        "model": done.model,
+        "reasons": list(done.decision.reasons),
+        "cost_usd": round(done.usage.cost_usd, 8),
+        "emotion": views.emotion(emotion) if emotion is not None else None,
+    }
+
+
+@router.post("/chat/completions", summary="OpenAI-compatible chat completions (streaming and not)")
+async def chat_completions(body: ChatCompletionRequest, cfg: Cfg, peers: PeersDep) -> Any:
+    messages = to_chat_messages(body, cfg)
+    routed = body.model.lower() in ROUTED_MODELS
+    user = body.user or ""
+    log.info("completion", extra={"model": body.model, "stream": body.stream, **text_fingerprint(messages[-1].content)})
+    emotion = await _emotion(peers, cfg, messages[-1].content, user)
+    gen = router_pb2.GenerateRequest(
+        messages=messages,
+        user_id=user,
+        emotion=emotion,
+        pinned_provider="" if routed else body.model,
+        max_tokens=body.max_completion_tokens or body.max_tokens or 0,
+        purpose=router_pb2.PURPOSE_CHAT,
+        stop=[body.stop] if isinstance(body.stop, str) else (body.stop or []),
+    )
+    if body.temperature is not None:
+        gen.temperature = body.temperature
+    completion_id = f"chatcmpl-{request_id_var.get()}"
+    created = int(time.time())
+    if not body.stream:
+        done = await rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": done.provider,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": done.text},
+                        "finish_reason": _finish(done.finish_reason),
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(done.usage),
+                "system_fingerprint": None,
+                "masterx": _extension(done, emotion),
+            }
+        )
+    return await _stream(peers, cfg, gen, body, emotion, completion_id, created)
+
+
+async def _stream(
+    peers: Peers,
+    cfg: GatewaySettings,
+    gen: router_pb2.GenerateRequest,
+    body: ChatCompletionRequest,
+    emotion: common_pb2.EmotionResult | None,
+    completion_id: str,
+    created: int,
+) -> StreamingResponse:
+    """Wait for the router's decision first, so routing errors are real HTTP errors; then stream."""
+    call = peers.router.GenerateStream(gen, timeout=cfg.generate_timeout_seconds)
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as exc:
+        call.cancel()
+        raise from_rpc_error(exc, "router") from None
+    if first is grpc.aio.EOF:
+        raise GatewayError(502, "INTERNAL", "router stream ended before its decision", service="router")
+    model = first.decision.provider if first.HasField("decision") else body.model
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        return sse.data_only(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
+        )
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield chunk({"role": "assistant", "content": ""}, None)
+            pending = [first]
+            while True:
+                msg = pending.pop() if pending else await call.read()
+                if msg is grpc.aio.EOF:
+                    break
+                kind = msg.WhichOneof("kind")
+                if kind == "delta" and msg.delta:
+                    yield chunk({"content": msg.delta}, None)
+                elif kind == "done":
+                    yield chunk({}, _finish(msg.done.finish_reason))
+                    if include_usage:
+                        yield sse.data_only(
+                            {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": _usage(msg.done.usage),
+                                "masterx": _extension(msg.done, emotion),
+                            }
+                        )
+            yield sse.data_only("[DONE]")
+        except grpc.aio.AioRpcError as exc:
+            yield sse.data_only(from_rpc_error(exc, "router").body(request_id_var.get()))
+        finally:
+            call.cancel()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=sse.SSE_HEADERS)
+
+
+@router.get("/models", summary="Models: `masterx` (routed) and one per configured provider (pinned)")
+async def models(cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
+    resp = await rpc(
+        "router", peers.router.ListProviders(router_pb2.ListProvidersRequest(), timeout=cfg.rpc_timeout_seconds)
+    )
+    data = [{"id": "masterx", "object": "model", "created": 0, "owned_by": "masterx"}]
+    data += [
+        {"id": p.name, "object": "model", "created": 0, "owned_by": f"masterx:{p.kind}", "model": p.model}
+        for p in resp.providers
+    ]
+    return {"object": "list", "data": data}

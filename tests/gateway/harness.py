@@ -1,0 +1,53 @@
+"""Run the gateway app on a real uvicorn server in-process, on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from masterx_runtime.settings import PeerSettings
+from masterx_runtime.stores.redis_store import RedisSettings
+from masterx_runtime.testing.servers import free_port
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+
+
+def gateway_settings(**overrides: Any) -> GatewaySettings:
+    """Defaults for tests: no rate limit unless asked for."""
+    return dataclasses.replace(GatewaySettings(), rate_limit_per_minute=0, **overrides)
+
+
+def peers_at(**addrs: str) -> PeerSettings:
+    """Peer addresses; services not given point at a closed port (they are down)."""
+    closed = f"127.0.0.1:{free_port()}"
+    fields = {f"{n}_addr": addrs.get(n, closed) for n in ("emotion", "reasoning", "router", "benchmark")}
+    return PeerSettings(**fields, rpc_timeout_seconds=5.0)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: GatewaySettings, peers: PeerSettings, redis: RedisSettings | None = None
+) -> AsyncIterator[tuple[str, FastAPI]]:
+    """Serve ``create_app(...)`` with uvicorn on a free port; yield its base URL and the app."""
+    app = create_app(settings, peers, redis or RedisSettings())
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
