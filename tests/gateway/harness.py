@@ -20,7 +20,7 @@ from services.gateway.config import GatewaySettings
 
 def gateway_settings(**overrides: Any) -> GatewaySettings:
     """Defaults for tests: no rate limit unless asked for."""
-    return dataclasses.replace(GatewaySettings(), rate_limit_per_minute=0, **overrides)
+    return dataclasses.replace(GatewaySettings(), **{"rate_limit_per_minute": 0, **overrides})
 
 
 def peers_at(**addrs: str) -> PeerSettings:
