@@ -155,10 +155,10 @@ def distributions_of(module: str) -> set[str]:
 def requirement_closure(specs: list[str]) -> set[str]:
     """Canonical names of the listed distributions and everything they depend on (per this venv)."""
     out: set[str] = set()
-    todo = [(Requirement(s), ()) for s in specs]
-    env = default_environment()
+    todo = [Requirement(s) for s in specs]
+    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     while todo:
-        req, _ = todo.pop()
+        req = todo.pop()
         name = canonical(req.name)
         key = f"{name}[{','.join(sorted(req.extras))}]"
         if key in out:
@@ -176,5 +176,5 @@ def requirement_closure(specs: list[str]) -> set[str]:
                 ok = any(dep.marker.evaluate({**env, "extra": e}) for e in (req.extras or {""}))
                 if not ok:
                     continue
-            todo.append((dep, ()))
+            todo.append(dep)
     return {n for n in out if "[" not in n}

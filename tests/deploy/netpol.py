@@ -118,8 +118,8 @@ class Cluster:
                 if number == port and proto == protocol:
                     return True
                 continue
-            end = rp.get("endPort", want)
-            if want <= port <= end:
+            end = int(rp.get("endPort") or want)
+            if int(want) <= port <= end:
                 return True
         return False
 

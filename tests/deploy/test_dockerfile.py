@@ -118,12 +118,23 @@ def test_copy_sources_exist_and_are_in_the_build_context(df: dfm.Dockerfile) -> 
 
 def test_dockerignore_keeps_local_state_and_training_out(df: dfm.Dockerfile) -> None:
     ignore = dfm.DockerIgnore()
-    for path in (".venv/bin/python", "tests/conftest.py", ".git/HEAD", "services/emotion/training/train.py",
-                 "services/emotion/model/build/train.log", "masterx_runtime/testing/servers.py",
-                 "services/router/__pycache__/app.cpython-311.pyc", "bench/bench_router.py"):
+    for path in (
+        ".venv/bin/python",
+        "tests/conftest.py",
+        ".git/HEAD",
+        "services/emotion/training/train.py",
+        "services/emotion/model/build/train.log",
+        "masterx_runtime/testing/servers.py",
+        "services/router/__pycache__/app.cpython-311.pyc",
+        "bench/bench_router.py",
+    ):
         assert ignore.excluded(path), f"{path} would be sent to the build"
-    for path in ("masterx_runtime/server.py", "services/emotion/model/emotion.int8.onnx",
-                 "deploy/docker/requirements/emotion.txt", "masterx/emotion/v1/emotion_pb2.py"):
+    for path in (
+        "masterx_runtime/server.py",
+        "services/emotion/model/emotion.int8.onnx",
+        "deploy/docker/requirements/emotion.txt",
+        "masterx/emotion/v1/emotion_pb2.py",
+    ):
         assert not ignore.excluded(path), f"{path} is needed by the build"
 
 
