@@ -1,0 +1,200 @@
+"""Per-student emotion history in MongoDB, kept off Analyze's critical path.
+
+One document per student in ``emotion_students``: ``_id`` = user id, ``history`` (bounded with
+``$push``/``$slice``, oldest first), ``total`` messages ever seen, ``updated_at``. The PAD
+moving average is recomputed from the stored window (older messages weigh less than 0.1 % at
+the configured alpha and lookback, so nothing else needs storing and concurrent writers cannot
+lose an update).
+
+Analyze reads the student's recent window while the model runs, computes the trajectory with
+the new message appended, answers, and appends the entry in the background. Messages of one
+student are chained: a message's read waits for the previous message's write, so a fast chat
+stream still sees its own history in order. If MongoDB is slow or down, Analyze answers
+without trajectory and a warning is logged (at most every ``warn_every_s`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from masterx_runtime.errors import NotFound, Unavailable
+from services.emotion.trajectory import PadTriple
+
+log = logging.getLogger("masterx.emotion.history")
+
+STUDENTS = "emotion_students"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One analysed message as stored (no message text: only what the trend needs)."""
+
+    timestamp: float
+    primary_emotion: str
+    pad: PadTriple
+    learning_state: str
+    session_id: str
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "ts": self.timestamp,
+            "emotion": self.primary_emotion,
+            "pad": list(self.pad),
+            "state": self.learning_state,
+            "session": self.session_id,
+        }
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> Entry:
+        p = d.get("pad") or [0.5, 0.5, 0.5]
+        return cls(
+            float(d.get("ts", 0.0)),
+            str(d.get("emotion", "")),
+            (float(p[0]), float(p[1]), float(p[2])),
+            str(d.get("state", "")),
+            str(d.get("session", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    """The most recent stored entries (oldest first) and the all-time count."""
+
+    entries: list[Entry]
+    total: int
+
+
+class HistoryStore:
+    """Reads and bounded appends of student histories, with per-student write ordering."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        limit: int,
+        max_pending_writes: int,
+        warn_every_s: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.col = db[STUDENTS]
+        self.limit = limit
+        self.max_pending_writes = max_pending_writes
+        self.warn_every_s = warn_every_s
+        self._last_write: dict[str, asyncio.Future[None]] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        self._last_warning = 0.0
+        self.failed_reads = 0
+        self.failed_writes = 0
+        self.dropped_writes = 0
+
+    # ---- raw operations -------------------------------------------------------------------
+    async def read(self, user_id: str, n: int) -> Window:
+        """Last ``n`` entries (oldest first); an empty window for an unknown student."""
+        doc = await self.col.find_one({"_id": user_id}, {"history": {"$slice": -n}, "total": 1})
+        if doc is None:
+            return Window([], 0)
+        entries = [Entry.from_doc(d) for d in doc.get("history") or []]
+        entries.sort(key=lambda e: e.timestamp)
+        return Window(entries, int(doc.get("total", len(entries))))
+
+    async def append(self, user_id: str, entry: Entry) -> None:
+        await self.col.update_one(
+            {"_id": user_id},
+            {
+                "$push": {"history": {"$each": [entry.to_doc()], "$slice": -self.limit}},
+                "$inc": {"total": 1},
+                "$set": {"updated_at": datetime.now(UTC)},
+            },
+            upsert=True,
+        )
+
+    async def get(self, user_id: str, n: int, timeout: float | None) -> Window:
+        """For GetTrajectory: NOT_FOUND for an unknown student, UNAVAILABLE if MongoDB fails."""
+        previous = self._last_write.get(user_id)  # read your own writes: Analyze may have just answered
+        try:
+            async with asyncio.timeout(timeout):
+                if previous is not None and not previous.done():
+                    await asyncio.shield(previous)
+                window = await self.read(user_id, n)
+        except PyMongoError as exc:
+            raise Unavailable(f"mongodb unavailable: {type(exc).__name__}", dependency="mongodb") from exc
+        if window.total == 0 and not window.entries:
+            raise NotFound(f"no history for user {user_id!r}", reason="UNKNOWN_USER", field="user_id")
+        return window
+
+    # ---- Analyze path ---------------------------------------------------------------------
+    def begin(self, user_id: str, n: int) -> tuple[asyncio.Task[Window], asyncio.Future[None]]:
+        """Start reading the student's window now; returns (read task, this message's write slot).
+
+        The caller must finish the slot with :meth:`commit` (write) or :meth:`abandon`.
+        """
+        loop = asyncio.get_running_loop()
+        previous = self._last_write.get(user_id)
+        slot: asyncio.Future[None] = loop.create_future()
+        self._last_write[user_id] = slot
+
+        def forget(_: asyncio.Future[None]) -> None:
+            if self._last_write.get(user_id) is slot:
+                del self._last_write[user_id]
+
+        slot.add_done_callback(forget)
+
+        async def read_after_previous() -> Window:
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)
+            return await self.read(user_id, n)
+
+        return loop.create_task(read_after_previous()), slot
+
+    def commit(self, user_id: str, entry: Entry, slot: asyncio.Future[None]) -> None:
+        """Append ``entry`` in the background; ``slot`` resolves when the write is done."""
+        if len(self._writes) >= self.max_pending_writes:
+            self.dropped_writes += 1
+            self.warn("history write dropped: %d writes pending", len(self._writes))
+            self.abandon(slot)
+            return
+
+        async def write() -> None:
+            try:
+                await self.append(user_id, entry)
+            except PyMongoError as exc:
+                self.failed_writes += 1
+                self.warn("history write failed: %s", type(exc).__name__)
+            finally:
+                self.abandon(slot)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    @staticmethod
+    def abandon(slot: asyncio.Future[None]) -> None:
+        if not slot.done():
+            slot.set_result(None)
+
+    def warn(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= self.warn_every_s:
+            self._last_warning = now
+            log.warning(msg, *args)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for background writes (on shutdown), cancelling what is left after ``timeout``."""
+        if not self._writes:
+            return
+        pending = set(self._writes)
+        _, left = await asyncio.wait(pending, timeout=timeout)
+        for t in left:
+            t.cancel()
+        for t in left:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
