@@ -1,0 +1,58 @@
+"""The whole system as ``masterx up`` runs it, with the router pointed at the shared test LLM server.
+
+Used by the end-to-end tests and by ``bench/bench_gateway.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from masterx_runtime.launcher import LocalSystem
+from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
+
+ADMIN_KEY = "e2e-admin-key-7f3a9c"
+
+#: Scripted tutor answers (the fake providers match the last user message).
+RULES = [
+    ReplyRule(match=r"2\s*\+\s*2", reply="2 + 2 = 4. Count two, then two more: four."),
+    ReplyRule(match=r"recursion", reply="Recursion is a function calling itself on a smaller input until a base case."),
+]
+
+
+def configure_providers(srv: FakeLLMServer, **behavior: Any) -> list[dict[str, Any]]:
+    """Two fake providers (OpenAI and Anthropic wire formats) answering instantly; their entries."""
+    for name in ("fast", "smart"):
+        srv.configure(name, ProviderBehavior(rules=list(RULES), default_reply=f"Reply from {name}: {{last_user}}"))
+        if behavior:
+            srv.configure(name, srv.behavior(name), **behavior)
+    return [
+        srv.provider_entry("fast", kind="openai", input_price_per_mtok=0.15, output_price_per_mtok=0.6),
+        srv.provider_entry(
+            "smart", kind="anthropic", input_price_per_mtok=3.0, output_price_per_mtok=15.0, quality={"default": 80}
+        ),
+    ]
+
+
+def system_env(providers: list[dict[str, Any]], **extra: str) -> dict[str, str]:
+    env = {
+        "ROUTER_PROVIDERS_JSON": json.dumps(providers),
+        "ROUTER_LOCAL_PROVIDER": "off",
+        "ROUTER_DISCOVER_ENV_KEYS": "0",
+        "GATEWAY_ADMIN_API_KEYS": ADMIN_KEY,
+        "MASTERX_LOG_FORMAT": "json",
+    }
+    env.update(extra)
+    return env
+
+
+def start_system(state_dir: Path, env: dict[str, str], timeout: float = 180.0) -> LocalSystem:
+    """Redis, the MongoDB-wire server and all five services as processes, on free ports."""
+    system = LocalSystem(state_dir=state_dir, fixed_ports=False, env=env)
+    system.start(timeout=timeout)
+    return system
+
+
+def gateway_url(system: LocalSystem) -> str:
+    return system.children["gateway"].url
