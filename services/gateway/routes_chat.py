@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Path, Request
 
 from masterx.emotion.v1 import emotion_pb2
 from masterx_runtime.logs import request_id_var
@@ -14,6 +13,7 @@ from services.gateway import sse, views
 from services.gateway.chat import chat_events, student_context
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import get_peers, get_settings
+from services.gateway.disconnect import EventStreamResponse, cancel_on_disconnect
 from services.gateway.errors import GatewayError, bad_request
 from services.gateway.peers import Peers, rpc
 from services.gateway.protojson import to_dict
@@ -35,32 +35,36 @@ def check_chat_limits(req: ChatRequest, cfg: GatewaySettings) -> None:
 
 
 @router.post("/chat", summary="One tutor turn: emotion, budget, (deep thinking), routed answer")
-async def chat(req: ChatRequest, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
+async def chat(request: Request, req: ChatRequest, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
     """Answer a student's message with the reply and everything behind it.
 
     The router is essential (its error is the answer's error); emotion and reasoning are
     optional: when one fails the reply still comes, and ``degraded`` names the service.
     """
     check_chat_limits(req, cfg)
-    answer: dict[str, Any] = {}
-    steps: list[dict[str, Any]] = []
-    async for name, payload in chat_events(peers, cfg, req, stream=False):
-        if name == "reasoning_step":
-            steps.append(payload)
-        elif name == "done":
-            answer = payload
-    if answer.get("reasoning") is not None:
-        answer["reasoning"]["steps"] = steps
-    return {"request_id": request_id_var.get(), "session_id": req.session_id, **answer}
+
+    async def turn() -> dict[str, Any]:
+        answer: dict[str, Any] = {}
+        steps: list[dict[str, Any]] = []
+        async for name, payload in chat_events(peers, cfg, req, stream=False):
+            if name == "reasoning_step":
+                steps.append(payload)
+            elif name == "done":
+                answer = payload
+        if answer.get("reasoning") is not None:
+            answer["reasoning"]["steps"] = steps
+        return {"request_id": request_id_var.get(), "session_id": req.session_id, **answer}
+
+    return await cancel_on_disconnect(request, turn())
 
 
 @router.post(
     "/chat/stream",
     summary="The same turn as Server-Sent Events",
-    response_class=StreamingResponse,
+    response_class=EventStreamResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def chat_stream(req: ChatRequest, cfg: Cfg, peers: PeersDep) -> StreamingResponse:
+async def chat_stream(req: ChatRequest, cfg: Cfg, peers: PeersDep) -> EventStreamResponse:
     """Events, in order: ``meta``, ``emotion`` (or ``degraded``), ``budget``, ``reasoning_step``
     and ``reasoning`` when deep thinking runs, ``decision``, ``delta`` (answer text), ``usage``,
     ``done``. A failure after the stream has started arrives as an ``error`` event carrying
@@ -80,7 +84,7 @@ async def chat_stream(req: ChatRequest, cfg: Cfg, peers: PeersDep) -> StreamingR
         except GatewayError as err:
             yield sse.event("error", err.body(request_id_var.get()))
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=sse.SSE_HEADERS)
+    return EventStreamResponse(events(), headers=sse.SSE_HEADERS)
 
 
 @router.post("/emotion", summary="Analyse one message (emotion service)")

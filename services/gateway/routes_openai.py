@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2
@@ -23,6 +23,7 @@ from services.gateway import sse, views
 from services.gateway.chat import text_fingerprint
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import get_peers, get_settings
+from services.gateway.disconnect import EventStreamResponse, cancel_on_disconnect
 from services.gateway.errors import GatewayError, bad_request, from_rpc_error
 from services.gateway.peers import Peers, rpc
 from services.gateway.schemas import ChatCompletionRequest
@@ -98,7 +99,7 @@ def _extension(done: router_pb2.GenerateResponse, emotion: common_pb2.EmotionRes
 
 
 @router.post("/chat/completions", summary="OpenAI-compatible chat completions (streaming and not)")
-async def chat_completions(body: ChatCompletionRequest, cfg: Cfg, peers: PeersDep) -> Any:
+async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: Cfg, peers: PeersDep) -> Any:
     messages = to_chat_messages(body, cfg)
     routed = body.model.lower() in ROUTED_MODELS
     user = body.user or ""
@@ -118,7 +119,9 @@ async def chat_completions(body: ChatCompletionRequest, cfg: Cfg, peers: PeersDe
     completion_id = f"chatcmpl-{request_id_var.get()}"
     created = int(time.time())
     if not body.stream:
-        done = await rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
+        done = await cancel_on_disconnect(
+            request, rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
+        )
         return JSONResponse(
             {
                 "id": completion_id,
@@ -149,7 +152,7 @@ async def _stream(
     emotion: common_pb2.EmotionResult | None,
     completion_id: str,
     created: int,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """Wait for the router's decision first, so routing errors are real HTTP errors; then stream."""
     call = peers.router.GenerateStream(gen, timeout=cfg.generate_timeout_seconds)
     try:
@@ -204,7 +207,7 @@ async def _stream(
         finally:
             call.cancel()
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=sse.SSE_HEADERS)
+    return EventStreamResponse(events(), headers=sse.SSE_HEADERS)
 
 
 @router.get("/models", summary="Models: `masterx` (routed) and one per configured provider (pinned)")
