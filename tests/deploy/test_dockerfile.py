@@ -100,11 +100,13 @@ def test_copy_sources_exist_and_are_in_the_build_context(df: dfm.Dockerfile) -> 
     problems = []
     for stage in df.stages.values():
         for ins in stage.ops("COPY"):
-            from_stage, sources, _ = dfm.copy_sources(ins)
+            from_stage, sources, dest = dfm.copy_sources(ins)
             if from_stage is not None:
                 if from_stage not in df.stages:
                     problems.append(f"line {ins.line}: COPY --from={from_stage}: no such stage")
                 continue
+            if stage.name != "deps-base":  # code lands at the same path under /app (PYTHONPATH)
+                assert all(dest == f"/app/{src}" for src in sources), f"line {ins.line}: COPY {sources} -> {dest}"
             for src in sources:
                 service = src.split("/")[1] if src.startswith("services/") and src.count("/") >= 2 else None
                 if service and not landed(service):
