@@ -133,11 +133,11 @@ class EmotionApp(ServiceApp):
             problems.append("EMOTION_TRAJECTORY_MIN_MESSAGES must not exceed EMOTION_TRAJECTORY_WINDOW")
         if problems:
             raise ConfigError(problems)
-        self.labels = _model_labels(Path(c.model_dir))
+        self.labels = _model_labels(c.model_path)
         try:
-            self.params: LearningParams = load_params(c.params_path, self.labels)
+            self.params: LearningParams = load_params(c.params_file, self.labels)
         except ParamsError as exc:
-            raise ConfigError([f"EMOTION_PARAMS_PATH={c.params_path!r}: {exc}"]) from None
+            raise ConfigError([f"EMOTION_PARAMS_PATH={str(c.params_file)!r}: {exc}"]) from None
         self.trajectory = TrajectoryParams(
             ema_alpha=c.ema_alpha,
             window=c.trajectory_window,
@@ -179,7 +179,7 @@ class EmotionApp(ServiceApp):
         if model is None:
             model = await asyncio.to_thread(
                 EmotionModel,
-                c.model_dir,
+                c.model_path,
                 intra_op_threads=c.intra_op_threads,
                 prefer_gpu=c.execution_provider == "auto",
             )

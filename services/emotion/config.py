@@ -17,13 +17,14 @@ class EmotionSettings:
 
     model_dir: str = env(
         "EMOTION_MODEL_DIR",
-        str(DEFAULT_MODEL_DIR),
-        "Folder with `model.json`, `tokenizer.json` and `emotion.int8.onnx` (the shipped model by default).",
+        "",
+        "Folder with `model.json`, `tokenizer.json` and the ONNX file (empty = the shipped `services/emotion/model`).",
     )
     params_path: str = env(
         "EMOTION_PARAMS_PATH",
-        str(DEFAULT_PARAMS_PATH),
-        "Learning-state / readiness / intervention parameter file (JSON with a `version`).",
+        "",
+        "Learning-state / readiness / intervention parameter file, JSON with a `version` "
+        "(empty = the shipped `services/emotion/params/learning_v1.json`).",
     )
     max_text_bytes: int = env(
         "EMOTION_MAX_TEXT_BYTES",
@@ -140,3 +141,11 @@ class EmotionSettings:
         minimum=0,
         maximum=1,
     )
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else DEFAULT_MODEL_DIR
+
+    @property
+    def params_file(self) -> Path:
+        return Path(self.params_path) if self.params_path else DEFAULT_PARAMS_PATH

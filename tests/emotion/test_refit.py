@@ -117,7 +117,7 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
             "--out",
             str(out),
             "--model-dir",
-            emotion_settings().model_dir,
+            str(emotion_settings().model_path),
         ]
     )
     printed = capsys.readouterr().out
@@ -163,7 +163,7 @@ async def test_refit_refuses_too_few_outcomes(
             "--out",
             str(out),
             "--model-dir",
-            emotion_settings().model_dir,
+            str(emotion_settings().model_path),
         ]
     )
     assert code == 1 and not out.exists()
