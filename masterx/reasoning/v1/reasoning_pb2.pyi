@@ -86,6 +86,46 @@ REWARD_MODEL_HEURISTIC: RewardModel.ValueType  # 3
 """Documented heuristic (last resort)."""
 Global___RewardModel: _TypeAlias = RewardModel  # noqa: Y015
 
+class _Selection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SelectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Selection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SELECTION_AUTO: _Selection.ValueType  # 0
+    """PUCT when the children carry priors (strategy priors for the question kind), else UCB1."""
+    SELECTION_UCB1: _Selection.ValueType  # 1
+    SELECTION_PUCT: _Selection.ValueType  # 2
+
+class Selection(_Selection, metaclass=_SelectionEnumTypeWrapper):
+    """How a node's child is chosen during selection."""
+
+SELECTION_AUTO: Selection.ValueType  # 0
+"""PUCT when the children carry priors (strategy priors for the question kind), else UCB1."""
+SELECTION_UCB1: Selection.ValueType  # 1
+SELECTION_PUCT: Selection.ValueType  # 2
+Global___Selection: _TypeAlias = Selection  # noqa: Y015
+
+class _BestPathBy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BestPathByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BestPathBy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BEST_PATH_BY_VISITS: _BestPathBy.ValueType  # 0
+    """Most votes (visits to terminal nodes), then value: the robust choice."""
+    BEST_PATH_BY_VALUE: _BestPathBy.ValueType  # 1
+    """Highest mean value, then votes."""
+
+class BestPathBy(_BestPathBy, metaclass=_BestPathByEnumTypeWrapper):
+    """How the best answer and path are chosen at the end."""
+
+BEST_PATH_BY_VISITS: BestPathBy.ValueType  # 0
+"""Most votes (visits to terminal nodes), then value: the robust choice."""
+BEST_PATH_BY_VALUE: BestPathBy.ValueType  # 1
+"""Highest mean value, then votes."""
+Global___BestPathBy: _TypeAlias = BestPathBy  # noqa: Y015
+
 class _Purpose:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -167,6 +207,8 @@ class SearchLimits(_message.Message):
     EXPLORATION_WEIGHT_FIELD_NUMBER: _builtins.int
     PARALLELISM_FIELD_NUMBER: _builtins.int
     EARLY_STOP_SHARE_FIELD_NUMBER: _builtins.int
+    STEP_MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    DISABLE_EARLY_STOP_FIELD_NUMBER: _builtins.int
     max_iterations: _builtins.int
     """MCTS iterations (default 16, max 1000)."""
     max_depth: _builtins.int
@@ -185,6 +227,10 @@ class SearchLimits(_message.Message):
     """Concurrent generations during expansion (default = max_width)."""
     early_stop_share: _builtins.float
     """Stop early when the best answer's share of visits reaches this (0 = default 0.8)."""
+    step_max_tokens: _builtins.int
+    """Output tokens one step may use (0 = service default, REASONING_STEP_MAX_TOKENS)."""
+    disable_early_stop: _builtins.bool
+    """Never stop early (neither on a verified answer nor on the vote share): run to the limits."""
     def __init__(
         self,
         *,
@@ -197,10 +243,12 @@ class SearchLimits(_message.Message):
         exploration_weight: _builtins.float = ...,
         parallelism: _builtins.int = ...,
         early_stop_share: _builtins.float = ...,
+        step_max_tokens: _builtins.int = ...,
+        disable_early_stop: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["early_stop_share", b"early_stop_share", "exploration_weight", b"exploration_weight", "max_cost_usd", b"max_cost_usd", "max_depth", b"max_depth", "max_iterations", b"max_iterations", "max_tokens", b"max_tokens", "max_wall_ms", b"max_wall_ms", "max_width", b"max_width", "parallelism", b"parallelism"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disable_early_stop", b"disable_early_stop", "early_stop_share", b"early_stop_share", "exploration_weight", b"exploration_weight", "max_cost_usd", b"max_cost_usd", "max_depth", b"max_depth", "max_iterations", b"max_iterations", "max_tokens", b"max_tokens", "max_wall_ms", b"max_wall_ms", "max_width", b"max_width", "parallelism", b"parallelism", "step_max_tokens", b"step_max_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -221,6 +269,8 @@ class ReasonRequest(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     PINNED_PROVIDER_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    BEST_PATH_BY_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """The question to think about (required)."""
     user_id: _builtins.str
@@ -237,6 +287,10 @@ class ReasonRequest(_message.Message):
     """Category hint passed to the router."""
     pinned_provider: _builtins.str
     """Provider to pin for step generation (empty = router decides)."""
+    selection: Global___Selection.ValueType
+    """Selection rule (default AUTO)."""
+    best_path_by: Global___BestPathBy.ValueType
+    """Best answer/path rule (default VISITS)."""
     @_builtins.property
     def emotion(self) -> _common_pb2.EmotionResult:
         """Student's emotional state; shapes the step prompts."""
@@ -263,10 +317,12 @@ class ReasonRequest(_message.Message):
         category: _common_pb2.Category.ValueType = ...,
         budget: _common_pb2.TokenBudget | None = ...,
         pinned_provider: _builtins.str = ...,
+        selection: Global___Selection.ValueType = ...,
+        best_path_by: Global___BestPathBy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "emotion", b"emotion", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "category", b"category", "emotion", b"emotion", "limits", b"limits", "pinned_provider", b"pinned_provider", "query", b"query", "return_tree", b"return_tree", "reward_model", b"reward_model", "seed", b"seed", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_path_by", b"best_path_by", "budget", b"budget", "category", b"category", "emotion", b"emotion", "limits", b"limits", "pinned_provider", b"pinned_provider", "query", b"query", "return_tree", b"return_tree", "reward_model", b"reward_model", "seed", b"seed", "selection", b"selection", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +428,7 @@ class SearchUsage(_message.Message):
     COST_USD_FIELD_NUMBER: _builtins.int
     WALL_MS_FIELD_NUMBER: _builtins.int
     GENERATIONS_FIELD_NUMBER: _builtins.int
+    FAILED_GENERATIONS_FIELD_NUMBER: _builtins.int
     iterations: _builtins.int
     nodes: _builtins.int
     tokens: _builtins.int
@@ -379,6 +436,8 @@ class SearchUsage(_message.Message):
     wall_ms: _builtins.float
     generations: _builtins.int
     """Provider calls made."""
+    failed_generations: _builtins.int
+    """Router calls that failed (the search continued without them)."""
     def __init__(
         self,
         *,
@@ -388,10 +447,11 @@ class SearchUsage(_message.Message):
         cost_usd: _builtins.float = ...,
         wall_ms: _builtins.float = ...,
         generations: _builtins.int = ...,
+        failed_generations: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "generations", b"generations", "iterations", b"iterations", "nodes", b"nodes", "tokens", b"tokens", "wall_ms", b"wall_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "failed_generations", b"failed_generations", "generations", b"generations", "iterations", b"iterations", "nodes", b"nodes", "tokens", b"tokens", "wall_ms", b"wall_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
