@@ -7,7 +7,10 @@ GATEWAY_SHUTDOWN_GRACE_SECONDS, then cancels what is left and runs the app's shu
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -17,6 +20,19 @@ from masterx_runtime.settings import PeerSettings, ServerSettings
 from masterx_runtime.stores.redis_store import RedisSettings
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, but a signal-triggered graceful stop exits 0 (uvicorn re-raises the signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def main() -> None:
@@ -40,7 +56,7 @@ def main() -> None:
         server_header=False,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     try:
         server.run()
     except OSError as exc:
