@@ -157,3 +157,20 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
         assert await b.predict("y") == "y"
     finally:
         await b.close()
+
+
+async def test_cancelled_stream_leaves_the_service_serving(emotion: Emotion) -> None:
+    _, stub, _ = emotion
+    gate = asyncio.Event()
+
+    async def requests() -> AsyncIterator[emotion_pb2.AnalyzeRequest]:
+        yield emotion_pb2.AnalyzeRequest(text=MESSAGES[0], request_id="only")
+        await gate.wait()  # never sends more: the client gives up instead
+
+    call = stub.StreamAnalyze(requests())
+    first = await call.read()
+    assert first.request_id == "only"
+    call.cancel()
+    gate.set()
+    ok = await stub.Analyze(emotion_pb2.AnalyzeRequest(text=MESSAGES[1]), timeout=10)
+    assert len(ok.result.scores) == 28

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 
@@ -117,3 +118,20 @@ async def test_analyze_answers_without_trajectory_when_mongodb_is_down(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.GetTrajectory(emotion_pb2.GetTrajectoryRequest(user_id="ghost"))
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_concurrent_messages_of_one_student_are_chained(emotion: Emotion) -> None:
+    _, stub, _ = emotion
+    texts = [f"Question {i}: how do I simplify this fraction?" for i in range(6)]
+    results = await asyncio.gather(
+        *(
+            stub.Analyze(emotion_pb2.AnalyzeRequest(text=t, user_id="busy", session_id=f"s{i}"))
+            for i, t in enumerate(texts)
+        )
+    )
+    # Each message saw the ones before it: exactly one answer per history length.
+    insufficient = [r.result.trajectory == common_pb2.TRAJECTORY_INSUFFICIENT_DATA for r in results]
+    assert sum(insufficient) == 2  # the first two of the chain (min_messages is 3)
+    traj = await stub.GetTrajectory(emotion_pb2.GetTrajectoryRequest(user_id="busy"))
+    assert traj.total_messages == 6 and len(traj.history) == 6
+    assert sorted(h.session_id for h in traj.history) == [f"s{i}" for i in range(6)]
