@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from masterx_runtime.testing.servers import free_port, wait_for_port  # noqa: E402
-from tests.gateway.system import gateway_url, start_system, system_env  # noqa: E402
+from tests.gateway.system import emotion_model_dir, gateway_url, start_system, system_env  # noqa: E402
 
 MESSAGES = [
     "What is 2 + 2?",
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the emotion throughput run")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients for the emotion run")
     args = parser.parse_args()
+    if emotion_model_dir() is None:
+        sys.exit("no emotion model yet: run `make train-emotion` or set EMOTION_TEST_MODEL_DIR")
 
     fake, fake_url = start_fake_llm()
     state = Path(tempfile.mkdtemp(prefix="masterx-bench-gateway-"))

@@ -6,10 +6,12 @@ Used by the end-to-end tests and by ``bench/bench_gateway.py``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from masterx_runtime.launcher import LocalSystem
+from services.emotion.config import DEFAULT_MODEL_DIR
 from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
 
 ADMIN_KEY = "e2e-admin-key-7f3a9c"
@@ -35,8 +37,16 @@ def configure_providers(srv: FakeLLMServer, **behavior: Any) -> list[dict[str, A
     ]
 
 
+def emotion_model_dir() -> Path | None:
+    """The emotion model to run: EMOTION_TEST_MODEL_DIR, else the shipped one; None if not trained yet."""
+    path = Path(os.environ.get("EMOTION_TEST_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    return path if (path / "model.json").exists() else None
+
+
 def system_env(providers: list[dict[str, Any]], **extra: str) -> dict[str, str]:
+    model = emotion_model_dir()
     env = {
+        "EMOTION_MODEL_DIR": str(model or ""),
         "ROUTER_PROVIDERS_JSON": json.dumps(providers),
         "ROUTER_LOCAL_PROVIDER": "off",
         "ROUTER_DISCOVER_ENV_KEYS": "0",

@@ -21,7 +21,14 @@ import pytest
 from masterx_runtime.launcher import LocalSystem
 from services.emotion.config import DEFAULT_MODEL_DIR
 from services.router.testserver import FakeLLMServer
-from tests.gateway.system import ADMIN_KEY, configure_providers, gateway_url, start_system, system_env
+from tests.gateway.system import (
+    ADMIN_KEY,
+    configure_providers,
+    emotion_model_dir,
+    gateway_url,
+    start_system,
+    system_env,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def fake_llm() -> Iterator[FakeLLMServer]:
 
 @pytest.fixture(scope="module")
 def system(fake_llm: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    if not (DEFAULT_MODEL_DIR / "model.json").exists():
+    if emotion_model_dir() is None:
         pytest.skip(f"the emotion service has no model yet in {DEFAULT_MODEL_DIR} (make train-emotion)")
     env = system_env(configure_providers(fake_llm), GATEWAY_RATE_LIMIT_PER_MINUTE="100000")
     started = start_system(tmp_path_factory.mktemp("masterx"), env)
