@@ -23,6 +23,7 @@ from masterx.common.v1 import common_pb2
 from services.benchmark.scoring.specs import Spec, SpecError, parse_criteria, parse_spec
 
 DEFAULT_SUITES_DIR = Path(__file__).with_name("suites")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: Category enum value <-> file/category name ("coding", "math", ...).
 CATEGORY_NAMES: dict[int, str] = {
@@ -132,7 +133,7 @@ def parse_suite(data: Mapping[str, Any], source: str, content: bytes, min_items:
 def load_suite_file(path: Path, min_items: int = 20) -> Suite:
     content = path.read_bytes()
     try:
-        data = json.loads(content) if path.suffix == ".json" else yaml.safe_load(content)
+        data = json.loads(content) if path.suffix == ".json" else yaml.load(content, Loader=_YAML_LOADER)
     except (ValueError, yaml.YAMLError) as exc:
         raise SuiteError(f"{path.name}: not valid {path.suffix[1:]}: {exc}") from None
     if not isinstance(data, dict):

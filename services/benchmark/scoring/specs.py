@@ -169,7 +169,7 @@ def parse_spec(block: Any, where: str, *, rubric: tuple[Criterion, ...] = ()) ->
                 Criterion(
                     "addresses_topic",
                     "Engages with what the student is actually working on or worried about.",
-                    float(block.get("topic_weight", 1.0)),
+                    float(block.get("topic_weight", 0.2)),
                     "require",
                     topic,
                 )

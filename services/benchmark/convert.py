@@ -1,0 +1,82 @@
+"""MongoDB documents <-> protobuf messages of the benchmark API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from masterx.benchmark.v1 import benchmark_pb2
+from masterx.common.v1 import common_pb2
+from services.benchmark.suite import CATEGORY_BY_NAME, Suite
+
+
+def category_value(name: str) -> int:
+    return CATEGORY_BY_NAME.get(name, common_pb2.CATEGORY_UNSPECIFIED)
+
+
+def run_status(doc: Mapping[str, Any], *, completed_at_least: int = 0) -> benchmark_pb2.RunStatus:
+    return benchmark_pb2.RunStatus(
+        run_id=doc["_id"],
+        state=benchmark_pb2.RunState.Value(f"RUN_STATE_{doc['state']}"),
+        categories=[category_value(c) for c in doc.get("categories", [])],  # type: ignore[misc]
+        providers=list(doc.get("providers", [])),
+        completed_items=max(int(doc.get("completed_items", 0)), completed_at_least),
+        total_items=int(doc.get("total_items", 0)),
+        started_at=float(doc.get("started_at", 0.0)),
+        finished_at=float(doc.get("finished_at", 0.0)),
+        error=str(doc.get("error", "")),
+        trigger=str(doc.get("trigger", "")),
+    )
+
+
+def item_result(doc: Mapping[str, Any]) -> benchmark_pb2.ItemResult:
+    tokens = doc.get("tokens", {})
+    return benchmark_pb2.ItemResult(
+        run_id=doc["run_id"],
+        provider=doc["provider"],
+        category=category_value(doc["category"]),  # type: ignore[arg-type]
+        item_id=doc["item_id"],
+        quality=float(doc["quality"]),
+        latency_ms=float(doc["latency_ms"]),
+        ttft_ms=float(doc["ttft_ms"]),
+        tokens=common_pb2.TokenUsage(
+            input_tokens=int(tokens.get("input", 0)),
+            output_tokens=int(tokens.get("output", 0)),
+            total_tokens=int(tokens.get("total", 0)),
+            estimated=bool(tokens.get("estimated", False)),
+        ),
+        cost_usd=float(doc["cost_usd"]),
+        scorer=str(doc["scorer"]),
+        evidence=[str(e) for e in doc.get("evidence", [])],
+        error=str(doc.get("error", "")),
+        suite_version=str(doc.get("suite_version", "")),
+    )
+
+
+def provider_score(doc: Mapping[str, Any]) -> benchmark_pb2.ProviderScore:
+    return benchmark_pb2.ProviderScore(
+        provider=doc["provider"],
+        model=str(doc.get("model", "")),
+        category=category_value(doc["category"]),  # type: ignore[arg-type]
+        quality=float(doc["quality"]),
+        speed=float(doc["speed"]),
+        cost=float(doc["cost"]),
+        final_score=float(doc["final_score"]),
+        items=int(doc["items"]),
+        errors=int(doc["errors"]),
+        p50_latency_ms=float(doc["p50_latency_ms"]),
+        mean_cost_usd=float(doc["mean_cost_usd"]),
+        run_id=doc["run_id"],
+        measured_at=float(doc["measured_at"]),
+    )
+
+
+def suite_message(suite: Suite) -> benchmark_pb2.Suite:
+    return benchmark_pb2.Suite(
+        category=suite.category,  # type: ignore[arg-type]
+        version=suite.version,
+        items=len(suite.items),
+        quality_weight=suite.weights.quality,
+        speed_weight=suite.weights.speed,
+        cost_weight=suite.weights.cost,
+    )

@@ -1,0 +1,148 @@
+"""gRPC handlers of BenchmarkService: validation, deadlines, and mapping to the run manager and store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from masterx.benchmark.v1 import benchmark_pb2, benchmark_pb2_grpc
+from masterx.common.v1 import common_pb2
+from masterx_runtime.errors import InvalidArgument
+from services.benchmark import convert
+from services.benchmark.config import BenchmarkSettings
+from services.benchmark.runs import RunManager
+from services.benchmark.store import BenchmarkStore
+from services.benchmark.suite import CATEGORY_NAMES, Suite
+
+_MAX_HISTORY = 1000
+
+
+def _remaining(context: grpc.aio.ServicerContext, default: float) -> float:
+    """Seconds left before the caller's deadline (``default`` when the caller set none)."""
+    left = context.time_remaining()
+    return default if left is None else max(0.0, left)
+
+
+class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
+    def __init__(
+        self,
+        manager: RunManager,
+        store: BenchmarkStore,
+        suites: dict[int, Suite],
+        cfg: BenchmarkSettings,
+        *,
+        rpc_timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.manager = manager
+        self.store = store
+        self.suites = suites
+        self.cfg = cfg
+        self.rpc_timeout = rpc_timeout
+        self.clock = clock
+
+    def _category(self, value: int, *, required: bool, name: str = "category") -> str:
+        if value == common_pb2.CATEGORY_UNSPECIFIED and not required:
+            return ""
+        if value not in CATEGORY_NAMES:
+            raise InvalidArgument(f"unknown or unspecified {name} {value}", reason="UNKNOWN_CATEGORY", field=name)
+        return CATEGORY_NAMES[value]
+
+    def _since(self, max_age_seconds: int) -> float:
+        if max_age_seconds < 0:
+            raise InvalidArgument("max_age_seconds must be >= 0", reason="NEGATIVE_MAX_AGE", field="max_age_seconds")
+        return self.clock() - (max_age_seconds or self.cfg.max_age_seconds)
+
+    async def StartRun(
+        self, request: benchmark_pb2.StartRunRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.RunStatus:
+        timeout = _remaining(context, self.rpc_timeout)
+        async with asyncio.timeout(timeout):
+            doc = await self.manager.start(
+                list(request.categories),
+                list(request.providers),
+                trigger=request.trigger,
+                max_items=request.max_items_per_suite,
+                timeout=max(0.05, timeout - 0.05),
+            )
+        return convert.run_status(doc)
+
+    async def WatchRun(
+        self, request: benchmark_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[benchmark_pb2.RunProgress]:
+        async for doc, item in self.manager.watch(request.run_id):
+            if item is None:
+                yield benchmark_pb2.RunProgress(status=convert.run_status(doc))
+            else:
+                yield benchmark_pb2.RunProgress(
+                    status=convert.run_status(doc, completed_at_least=int(item["seq"]) + 1),
+                    item=convert.item_result(item),
+                )
+
+    async def CancelRun(
+        self, request: benchmark_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.RunStatus:
+        timeout = _remaining(context, self.rpc_timeout)
+        async with asyncio.timeout(timeout):
+            doc = await self.manager.cancel(request.run_id, timeout=max(0.0, min(timeout - 0.25, 30.0)))
+        return convert.run_status(doc)
+
+    async def GetRun(
+        self, request: benchmark_pb2.GetRunRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.RunStatus:
+        async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
+            return convert.run_status(await self.manager.get(request.run_id))
+
+    async def ListItemResults(
+        self, request: benchmark_pb2.ListItemResultsRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.ListItemResultsResponse:
+        category = self._category(request.category, required=False)
+        async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
+            await self.manager.get(request.run_id)
+            docs = await self.store.list_items(request.run_id, provider=request.provider, category=category)
+        return benchmark_pb2.ListItemResultsResponse(items=[convert.item_result(d) for d in docs])
+
+    async def GetLeaderboard(
+        self, request: benchmark_pb2.GetLeaderboardRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.Leaderboard:
+        category = self._category(request.category, required=True)
+        since = self._since(request.max_age_seconds)
+        async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
+            docs = await self.store.latest_scores(category, since=since)
+        return benchmark_pb2.Leaderboard(category=request.category, scores=[convert.provider_score(d) for d in docs])
+
+    async def GetScores(
+        self, request: benchmark_pb2.GetScoresRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.GetScoresResponse:
+        since = self._since(request.max_age_seconds)
+        boards = []
+        async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
+            for value in sorted(self.suites):
+                docs = await self.store.latest_scores(CATEGORY_NAMES[value], since=since)
+                if docs:
+                    boards.append(
+                        benchmark_pb2.Leaderboard(category=value, scores=[convert.provider_score(d) for d in docs])  # type: ignore[arg-type]
+                    )
+        return benchmark_pb2.GetScoresResponse(leaderboards=boards)
+
+    async def GetProviderHistory(
+        self, request: benchmark_pb2.GetProviderHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.GetProviderHistoryResponse:
+        if not request.provider:
+            raise InvalidArgument("provider is required", reason="MISSING_PROVIDER", field="provider")
+        if request.limit < 0:
+            raise InvalidArgument("limit must be >= 0", field="limit")
+        category = self._category(request.category, required=False)
+        limit = min(request.limit or 50, _MAX_HISTORY)
+        async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
+            docs = await self.store.provider_history(request.provider, category=category, limit=limit)
+        return benchmark_pb2.GetProviderHistoryResponse(scores=[convert.provider_score(d) for d in docs])
+
+    async def ListSuites(
+        self, request: benchmark_pb2.ListSuitesRequest, context: grpc.aio.ServicerContext
+    ) -> benchmark_pb2.ListSuitesResponse:
+        return benchmark_pb2.ListSuitesResponse(
+            suites=[convert.suite_message(self.suites[c]) for c in sorted(self.suites)]
+        )
