@@ -91,7 +91,7 @@ class VerifierScorer:
         return Reward(self.s.wrong_claim if claims.wrong else self.s.verified_step, "verifier")
 
 
-_SCORE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/\s*(10|100))?")
+_SCORE_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(?:/\s*(100|10)\b)?")
 
 
 def parse_judge_score(text: str) -> float | None:

@@ -1,0 +1,197 @@
+"""The Reason RPC: validate the request, run the search through the router, stream events."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from masterx.reasoning.v1 import reasoning_pb2
+from masterx.router.v1 import router_pb2_grpc
+from masterx_runtime.errors import FailedPrecondition, InvalidArgument
+from services.reasoning import convert
+from services.reasoning.config import ReasoningSettings
+from services.reasoning.mcts.engine import PathBy, ResultEvent, Search, SearchConfig, Selection, StrategyTables
+from services.reasoning.mcts.generator import CompleterStepGenerator
+from services.reasoning.mcts.mathcheck import find_problem
+from services.reasoning.mcts.rewards import JudgeScorer, RewardMode, RewardModel, RewardSettings
+from services.reasoning.router_client import RouterCompleter
+
+log = logging.getLogger("masterx.reasoning.reason")
+
+MAX_QUERY_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The parsed ``search.yaml``."""
+
+    defaults: Mapping[str, Any]
+    caps: Mapping[str, int]
+    tables: StrategyTables
+    rewards: RewardSettings
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SearchSettings:
+        return cls(
+            defaults=dict(data["defaults"]),
+            caps={k: int(v) for k, v in data["limits"].items()},
+            tables=StrategyTables(
+                preferred={k: tuple(v) for k, v in data.get("preferred_strategies", {}).items()},
+                priors={k: dict(v) for k, v in data.get("strategy_priors", {}).items()},
+            ),
+            rewards=RewardSettings.from_mapping(data.get("rewards", {})),
+        )
+
+
+def _bad(message: str, field: str) -> InvalidArgument:
+    return InvalidArgument(message, reason="BAD_LIMIT", field=field)
+
+
+class ReasonHandler:
+    def __init__(
+        self,
+        settings: ReasoningSettings,
+        search: SearchSettings,
+        router: router_pb2_grpc.RouterServiceStub,
+        *,
+        call_timeout: float,
+    ) -> None:
+        self.settings = settings
+        self.search = search
+        self.router = router
+        self.call_timeout = call_timeout
+
+    def search_config(self, req: reasoning_pb2.ReasonRequest) -> SearchConfig:
+        """Request limits over service defaults, validated against the caps."""
+        lim, d, caps, s = req.limits, self.search.defaults, self.search.caps, self.settings
+        for name in (
+            "max_iterations",
+            "max_depth",
+            "max_width",
+            "max_tokens",
+            "max_wall_ms",
+            "parallelism",
+            "step_max_tokens",
+        ):
+            if getattr(lim, name) < 0:
+                raise _bad(f"limits.{name} must not be negative", f"limits.{name}")
+        iterations = lim.max_iterations or int(d["max_iterations"])
+        depth = lim.max_depth or int(d["max_depth"])
+        width = lim.max_width or int(d["max_width"])
+        for name, value in (("max_iterations", iterations), ("max_depth", depth), ("max_width", width)):
+            if value > caps[name]:
+                raise _bad(f"limits.{name} {value} is above the maximum {caps[name]}", f"limits.{name}")
+        if lim.max_cost_usd < 0 or not math.isfinite(lim.max_cost_usd):
+            raise _bad("limits.max_cost_usd must be a finite number >= 0", "limits.max_cost_usd")
+        if lim.exploration_weight < 0 or not math.isfinite(lim.exploration_weight):
+            raise _bad("limits.exploration_weight must be a finite number >= 0", "limits.exploration_weight")
+        if not 0 <= lim.early_stop_share <= 1:
+            raise _bad("limits.early_stop_share must lie in (0, 1] (0 = default)", "limits.early_stop_share")
+        parallelism = lim.parallelism or width
+        if parallelism > s.max_parallelism:
+            raise _bad(
+                f"limits.parallelism {parallelism} is above the maximum {s.max_parallelism}", "limits.parallelism"
+            )
+        max_tokens = lim.max_tokens or s.default_max_tokens
+        if req.budget.reasoning_tokens > 0:
+            max_tokens = min(max_tokens, req.budget.reasoning_tokens)
+        if req.selection not in Selection._value2member_map_:
+            raise InvalidArgument(f"unknown selection {req.selection}", reason="BAD_ENUM", field="selection")
+        if req.best_path_by not in PathBy._value2member_map_:
+            raise InvalidArgument(f"unknown best_path_by {req.best_path_by}", reason="BAD_ENUM", field="best_path_by")
+        return SearchConfig(
+            max_iterations=iterations,
+            max_depth=depth,
+            max_width=width,
+            max_tokens=max_tokens,
+            max_cost_usd=lim.max_cost_usd or s.default_max_cost_usd,
+            max_wall_ms=lim.max_wall_ms or s.default_max_wall_ms,
+            exploration_weight=lim.exploration_weight or float(d["exploration_weight"]),
+            parallelism=parallelism,
+            early_stop_share=lim.early_stop_share or float(d["early_stop_share"]),
+            early_stop=not lim.disable_early_stop,
+            min_votes=int(d["min_votes"]),
+            min_answer_value=float(d["min_answer_value"]),
+            step_max_tokens=lim.step_max_tokens or s.step_max_tokens,
+            min_step_tokens=int(d["min_step_tokens"]),
+            selection=Selection(req.selection),
+            best_by=PathBy(req.best_path_by),
+        )
+
+    def reward_model(self, req: reasoning_pb2.ReasonRequest, completer: RouterCompleter) -> RewardModel:
+        if req.reward_model not in RewardMode._value2member_map_:
+            raise InvalidArgument(f"unknown reward_model {req.reward_model}", reason="BAD_ENUM", field="reward_model")
+        mode = RewardMode(req.reward_model)
+        if mode == RewardMode.JUDGE and not self.settings.judge_enabled:
+            raise FailedPrecondition(
+                "the judge is disabled (REASONING_JUDGE_ENABLED=0)", reason="JUDGE_DISABLED", field="reward_model"
+            )
+        if mode == RewardMode.VERIFIER and find_problem(req.query) is None:
+            raise InvalidArgument(
+                "the verifier needs an arithmetic expression or a one-variable equation in the query",
+                reason="NOT_CHECKABLE",
+                field="reward_model",
+            )
+        judge = JudgeScorer(completer, self.search.rewards) if self.settings.judge_enabled else None
+        return RewardModel(mode, self.search.rewards, judge)
+
+    async def run(
+        self, req: reasoning_pb2.ReasonRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[reasoning_pb2.ReasonEvent]:
+        query = req.query.strip()
+        if not query:
+            raise InvalidArgument("query is empty", reason="EMPTY_QUERY", field="query")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(
+                f"query longer than {MAX_QUERY_CHARS} characters", reason="QUERY_TOO_LONG", field="query"
+            )
+        config = self.search_config(req)
+        completer = RouterCompleter(
+            self.router,
+            user_id=req.user_id,
+            category=req.category,
+            pinned_provider=req.pinned_provider,
+            judge_provider=self.settings.judge_provider,
+            call_timeout=self.call_timeout,
+        )
+        rewards = self.reward_model(req, completer)
+        remaining = context.time_remaining()
+        deadline = None
+        if remaining is not None and remaining < 1e9:
+            # stop early enough to send the result before the caller's deadline
+            deadline = time.monotonic() + remaining - min(0.5, 0.1 * remaining)
+        search = Search(
+            query,
+            CompleterStepGenerator(completer, temperature=self.settings.step_temperature),
+            rewards,
+            config,
+            student=convert.student_state(req.emotion),
+            seed=req.seed,
+            tables=self.search.tables,
+            deadline=deadline,
+        )
+        async for event in search.run():
+            if isinstance(event, ResultEvent):
+                res = event.result
+                log.info(
+                    "search done",
+                    extra={
+                        "query_chars": len(query),
+                        "stop_reason": res.stop_reason,
+                        "iterations": res.iterations,
+                        "nodes": len(res.nodes) - 1,
+                        "output_tokens": res.usage.output_tokens,
+                        "cost_usd": round(res.usage.cost_usd, 6),
+                        "wall_ms": round(res.wall_ms, 1),
+                        "confidence": round(res.confidence, 3),
+                    },
+                )
+                yield reasoning_pb2.ReasonEvent(result=convert.result(res, req.return_tree))
+            else:
+                yield reasoning_pb2.ReasonEvent(step=convert.step(event.node))
