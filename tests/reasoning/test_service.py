@@ -194,7 +194,7 @@ async def test_impossible_bounds_fail_fast_over_rpc(reasoning: Stub) -> None:
     for req in (
         pb.GenerateProblemRequest(terms=13),
         pb.GenerateProblemRequest(digits=4),
-        pb.GenerateProblemRequest(purpose=9),
+        pb.GenerateProblemRequest(purpose=9),  # type: ignore[arg-type]
         pb.GenerateProblemRequest(allowed_skills=["nope"]),
     ):
         await expect_code(reasoning.GenerateProblem(req), grpc.StatusCode.INVALID_ARGUMENT)
@@ -263,7 +263,7 @@ async def test_reason_reports_unavailable_when_the_router_is_down(reasoning: Stu
         pb.ReasonRequest(query="q", limits=pb.SearchLimits(early_stop_share=1.5)),
         pb.ReasonRequest(query="q", limits=pb.SearchLimits(parallelism=100)),
         pb.ReasonRequest(query="Why is the sky blue?", reward_model=pb.REWARD_MODEL_VERIFIER),
-        pb.ReasonRequest(query="q", reward_model=7),
+        pb.ReasonRequest(query="q", reward_model=7),  # type: ignore[arg-type]
     ],
 )
 async def test_reason_rejects_bad_requests(reasoning: Stub, req: pb.ReasonRequest) -> None:
