@@ -297,6 +297,23 @@ def test_browser_chat_shows_reply_and_emotion(system: LocalSystem) -> None:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def test_client_disconnect_cancels_the_provider_call(system: LocalSystem, fake_llm: FakeLLMServer) -> None:
+    """Closing the HTTP request cancels gateway -> router -> provider (no request left running)."""
+    fake_llm.configure("smart", fake_llm.behavior("smart"), error="hang", hang_seconds=60)
+    try:
+        before = fake_llm.stats("smart")["requests"]
+        timeout = httpx.Timeout(30, read=2)
+        with httpx.Client(base_url=gateway_url(system), timeout=timeout) as client, pytest.raises(httpx.ReadTimeout):
+            client.post("/api/v1/chat", json={"message": "Say hi", "provider": "smart"})
+        assert fake_llm.stats("smart")["requests"] == before + 1
+        deadline = time.monotonic() + 10
+        while fake_llm.stats("smart")["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert fake_llm.stats("smart")["in_flight"] == 0
+    finally:
+        fake_llm.configure("smart", fake_llm.behavior("smart"), error="none")
+
+
 def test_emotion_down_is_503_naming_it_and_chat_still_works(system: LocalSystem, http: httpx.Client) -> None:
     """Runs last: stops the emotion process for good."""
     system.children["emotion"].stop()
