@@ -91,6 +91,11 @@ class GrpcServer:
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        if s.max_connection_age_seconds > 0:
+            options += [
+                ("grpc.max_connection_age_ms", int(s.max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(max(s.shutdown_grace_seconds, 5) * 1000)),
+            ]
         server = grpc.aio.server(
             interceptors=default_interceptors(self.app.name),
             options=options,

@@ -41,6 +41,12 @@ class ServerSettings:
         "Concurrent RPCs before new ones get RESOURCE_EXHAUSTED (0 = unlimited).",
         minimum=0,
     )
+    max_connection_age_seconds: float = env(
+        "MASTERX_MAX_CONNECTION_AGE_SECONDS",
+        300.0,
+        "Clients are asked to reconnect after this long (GOAWAY), so load spreads over new replicas (0 = never).",
+        minimum=0,
+    )
     log_level: str = env("MASTERX_LOG_LEVEL", "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = env(
         "MASTERX_LOG_FORMAT", "json", "`json` (one object per line) or `text`.", choices=("json", "text")
