@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
+
+# On a shared CPU, spinning OpenMP workers waste most of the time: let them sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .train import TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m services.emotion.training", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m services.emotion.training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--data", type=Path, required=True, help="data folder (goemotions/, emobank/)")
     ap.add_argument("--out", type=Path, required=True, help="model dir to write")
     ap.add_argument("--build-dir", type=Path, default=None, help="default: OUT/build")
@@ -32,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(d, f.name)
-        typ = type(default) if default is not None else int
+        typ = type(default) if default is not None else (float if "time" in f.name else int)
         ap.add_argument("--" + f.name.replace("_", "-"), type=typ, default=default)
     return ap.parse_args(argv)
 
@@ -50,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     corpus = load_corpus(args.data, args.limit)
-    log(f"data: goemotions train {len(corpus.ge_train.texts)} dev {len(corpus.ge_dev.texts)}; "
-        f"emobank train {len(corpus.eb_train.texts)} dev {len(corpus.eb_dev.texts)}")
+    log(
+        f"data: goemotions train {len(corpus.ge_train.texts)} dev {len(corpus.ge_dev.texts)}; "
+        f"emobank train {len(corpus.eb_train.texts)} dev {len(corpus.eb_dev.texts)}"
+    )
     if args.skip_train:
         ckpt = args.checkpoint or (build / "best.pt")
     else:
@@ -63,9 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .pipeline import run_post_training
 
-    run_post_training(corpus, ckpt, args.out, build, args.data,
-                      latency_runs=args.latency_runs,
-                      quant_calib_sentences=args.quant_calib_sentences, log=log)
+    run_post_training(
+        corpus,
+        ckpt,
+        args.out,
+        build,
+        args.data,
+        latency_runs=args.latency_runs,
+        quant_calib_sentences=args.quant_calib_sentences,
+        log=log,
+    )
     return 0
 
 

@@ -56,12 +56,12 @@ def group_matrix(ekman_of_label: list[str]) -> np.ndarray:
 
 def group_probs(probs: np.ndarray, gm: np.ndarray) -> np.ndarray:
     """Ekman group probability = max of its member label probabilities."""
-    return np.stack([probs[:, gm[:, k]].max(1) for k in range(gm.shape[1])], axis=1)
+    return np.stack([probs[:, gm[:, k]].max(1, initial=0.0) for k in range(gm.shape[1])], axis=1)
 
 
 def group_gold(y: np.ndarray, gm: np.ndarray) -> np.ndarray:
     """A group is gold-active when any member label is gold-active."""
-    return np.stack([y[:, gm[:, k]].max(1) for k in range(gm.shape[1])], axis=1)
+    return np.stack([y[:, gm[:, k]].max(1, initial=0.0) for k in range(gm.shape[1])], axis=1)
 
 
 def prf(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray | float]:
@@ -74,8 +74,7 @@ def prf(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray | float]:
     r = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
     f = np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
     micro = 2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1.0)
-    return {"p": p, "r": r, "f1": f, "support": yb.sum(0), "macro_f1": float(f.mean()),
-            "micro_f1": float(micro)}
+    return {"p": p, "r": r, "f1": f, "support": yb.sum(0), "macro_f1": float(f.mean()), "micro_f1": float(micro)}
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -94,9 +93,7 @@ def calibrate(logits: np.ndarray, y: np.ndarray, ekman_of_label: list[str]) -> d
     return {"temperature": t, "thresholds": thr.tolist(), "ekman_thresholds": gthr.tolist()}
 
 
-def evaluate_emotions(
-    logits: np.ndarray, y: np.ndarray, calib: dict, ekman_of_label: list[str]
-) -> dict:
+def evaluate_emotions(logits: np.ndarray, y: np.ndarray, calib: dict, ekman_of_label: list[str]) -> dict:
     """Label and Ekman metrics of calibrated predictions."""
     probs = sigmoid(logits / calib["temperature"])
     thr = np.asarray(calib["thresholds"])
@@ -111,7 +108,7 @@ def evaluate_emotions(
     # un-calibrated reference: every threshold 0.5, T = 1
     raw = prf(sigmoid(logits) >= 0.5, y)
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "macro_f1": lab["macro_f1"],
         "micro_f1": lab["micro_f1"],
         "ekman_macro_f1": grp["macro_f1"],
@@ -139,5 +136,5 @@ def evaluate_pad(pred: np.ndarray, vad: np.ndarray) -> dict:
     for i, k in enumerate(("valence", "arousal", "dominance")):
         out[f"r_{k}"] = pearson(pred[:, i], vad[:, i])
         out[f"mae_{k}"] = float(np.abs(pred[:, i] - vad[:, i]).mean())
-    out["n"] = int(len(vad))
+    out["n"] = len(vad)
     return out

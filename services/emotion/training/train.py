@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = 13
     threads: int = 2
     max_steps: int | None = None  # stop early (timing / smoke tests)
+    time_budget_min: float | None = None  # shrink the LR schedule to finish within this time
     eval_batch_size: int = 128
 
 
@@ -55,9 +56,7 @@ def pos_weights(y: np.ndarray, power: float, cap: float) -> np.ndarray:
     return np.clip(w, 1.0, cap).astype(np.float32)
 
 
-def length_grouped_batches(
-    lengths: list[int], batch_size: int, rng: random.Random
-) -> list[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Shuffle, sort by length inside chunks of 50 batches, shuffle the batches."""
     idx = list(range(len(lengths)))
     rng.shuffle(idx)
@@ -71,9 +70,7 @@ def length_grouped_batches(
 
 
 @torch.no_grad()
-def predict_torch(
-    model: EmotionNet, seqs: list[list[int]], batch_size: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
+def predict_torch(model: EmotionNet, seqs: list[list[int]], batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Logits [N,28] and PAD [N,3] of token-id sequences (sorted by length for speed)."""
     model.eval()
     order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -88,9 +85,7 @@ def predict_torch(
     return logits, pad
 
 
-def evaluate_dev(
-    model: EmotionNet, corpus: Corpus, dev_seqs: list[list[int]], eb_seqs: list[list[int]]
-) -> dict:
+def evaluate_dev(model: EmotionNet, corpus: Corpus, dev_seqs: list[list[int]], eb_seqs: list[list[int]]) -> dict:
     """Calibrate on dev half A; metrics on A, B, full dev and EmoBank dev."""
     logits, _ = predict_torch(model, dev_seqs)
     _, pad = predict_torch(model, eb_seqs)
@@ -126,8 +121,7 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     vad_var = torch.from_numpy(corpus.eb_train.vad.var(0).astype(np.float32)).clamp(min=1e-4)
 
     model = EmotionNet(dropout=cfg.dropout)
-    pw = torch.from_numpy(pos_weights(corpus.ge_train.labels, cfg.pos_weight_power,
-                                      cfg.pos_weight_max))
+    pw = torch.from_numpy(pos_weights(corpus.ge_train.labels, cfg.pos_weight_power, cfg.pos_weight_max))
     bce = nn.BCEWithLogitsLoss(pos_weight=pw)
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
@@ -135,30 +129,34 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     for is_enc, lr in ((True, cfg.lr), (False, cfg.head_lr)):
         for decay in (True, False):
             ps = [
-                p for n, p in model.named_parameters()
+                p
+                for n, p in model.named_parameters()
                 if n.startswith("encoder.") == is_enc and (not any(k in n for k in no_decay)) == decay
             ]
             if ps:
-                groups.append({"params": ps, "lr": lr,
-                               "weight_decay": cfg.weight_decay if decay else 0.0})
+                groups.append({"params": ps, "lr": lr, "weight_decay": cfg.weight_decay if decay else 0.0})
     opt = torch.optim.AdamW(groups)
     steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
     warm = max(1, int(cfg.warmup_frac * total))
+    plan = {"total": total}  # may shrink under a time budget (shared, busy CPU)
 
     def lr_lambda(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        return max(0.0, (total - step) / max(1, total - warm))
+        return max(0.0, (plan["total"] - step) / max(1, plan["total"] - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
     rng = random.Random(cfg.seed)
     lengths = [len(s) for s in seqs]
-    log(f"train: {n_ge} goemotions + {n_eb}x{cfg.emobank_repeat} emobank, "
-        f"{steps_per_epoch} steps/epoch, {total} steps total, pos_weight={pw.numpy().round(2).tolist()}")
+    log(
+        f"train: {n_ge} goemotions + {n_eb}x{cfg.emobank_repeat} emobank, "
+        f"{steps_per_epoch} steps/epoch, {total} steps total, pos_weight={pw.numpy().round(2).tolist()}"
+    )
     t0 = time.time()
+    eval_s = 0.0
     step = 0
     history: list[dict] = []
     best = (-1.0, -1)
@@ -186,24 +184,35 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
             opt.step()
             sched.step()
             step += 1
-            run_loss += float(loss)
-            run_ge += float(lge)
-            run_eb += float(leb)
+            run_loss += float(loss.detach())
+            run_ge += float(lge.detach())
+            run_eb += float(leb.detach())
             if step % 50 == 0:
                 el = time.time() - t0
-                log(f"epoch {epoch} step {step}/{total} loss {run_loss / 50:.4f} "
+                log(
+                    f"epoch {epoch} step {step}/{total} loss {run_loss / 50:.4f} "
                     f"(ge {run_ge / 50:.4f} pad {run_eb / 50:.4f}) lr {sched.get_last_lr()[0]:.2e} "
-                    f"{el / step:.3f}s/step elapsed {el / 60:.1f}min")
+                    f"{el / step:.3f}s/step elapsed {el / 60:.1f}min"
+                )
                 run_loss = run_ge = run_eb = 0.0
-            if cfg.max_steps and step >= cfg.max_steps:
+                if cfg.time_budget_min:
+                    rate = (el - eval_s) / step
+                    left = cfg.time_budget_min * 60 - el - 90.0 * (cfg.epochs - epoch + 1)
+                    plan["total"] = int(min(total, max(step + 1, step + left / rate)))
+                    log(f"time budget: planned total steps {plan['total']}")
+            if step >= plan["total"]:
                 stop = True
                 break
+        te = time.time()
         ev = evaluate_dev(model, corpus, dev_seqs, ebdev_seqs)
+        eval_s += time.time() - te
         ev.update({"epoch": epoch, "step": step, "elapsed_s": time.time() - t0})
         history.append(ev)
         log("epoch-eval " + json.dumps({k: ev[k] for k in ("epoch", "dev_A", "pad_dev", "elapsed_s")}))
-        torch.save({"state_dict": model.state_dict(), "config": asdict(cfg), "epoch": epoch,
-                    "step": step, "eval": ev}, ckpt_dir / f"epoch{epoch}.pt")
+        torch.save(
+            {"state_dict": model.state_dict(), "config": asdict(cfg), "epoch": epoch, "step": step, "eval": ev},
+            ckpt_dir / f"epoch{epoch}.pt",
+        )
         if ev["dev_A"]["macro_f1"] > best[0]:
             best = (ev["dev_A"]["macro_f1"], epoch)
         if stop:
@@ -212,10 +221,20 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     best_path = ckpt_dir / f"epoch{best[1]}.pt"
     (build_dir / "best.pt").unlink(missing_ok=True)
     (build_dir / "best.pt").symlink_to(best_path.resolve())
-    summary = {"config": asdict(cfg), "history": history, "best_epoch": best[1],
-               "train_wall_s": wall, "steps": step, "steps_per_epoch": steps_per_epoch,
-               "n_train_goemotions": n_ge, "n_train_emobank": n_eb,
-               "hardware": hardware(), "torch": torch.__version__}
+    summary = {
+        "config": asdict(cfg),
+        "history": history,
+        "best_epoch": best[1],
+        "planned_total_steps": plan["total"],
+        "stopped_early": stop,
+        "train_wall_s": wall,
+        "steps": step,
+        "steps_per_epoch": steps_per_epoch,
+        "n_train_goemotions": n_ge,
+        "n_train_emobank": n_eb,
+        "hardware": hardware(),
+        "torch": torch.__version__,
+    }
     (build_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     log(f"training done in {wall / 60:.1f} min; best epoch {best[1]} (dev-A macro-F1 {best[0]:.4f})")
     return summary

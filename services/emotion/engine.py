@@ -1,0 +1,166 @@
+"""Serving-side inference for the MasterX emotion model (onnxruntime + tokenizers + numpy only).
+
+The model directory (``services/emotion/model``) holds ``emotion.int8.onnx``, ``tokenizer.json``
+and ``model.json`` (labels, calibrated thresholds, temperature, Ekman groups, PAD scale, tensor
+names). ``EmotionModel.predict`` runs one batch padded to its longest text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Emotion analysis of one text.
+
+    probabilities: calibrated probability of each label, in ``EmotionModel.labels`` order (28).
+    active_labels: labels whose probability reaches their calibrated threshold (may be empty),
+        sorted by probability, highest first.
+    primary_label: the label with the highest probability; confidence: its probability.
+    ekman: Ekman group of the primary label (anger, disgust, fear, joy, sadness, surprise, neutral).
+    pad: (pleasure, arousal, dominance) in [0, 1]; EmoBank V/A/D 1-5 scale is ``1 + 4 * value``.
+    truncated: the text was longer than ``max_seq_length`` tokens and was cut.
+    """
+
+    probabilities: tuple[float, ...]
+    active_labels: tuple[str, ...]
+    primary_label: str
+    confidence: float
+    ekman: str
+    pad: tuple[float, float, float]
+    truncated: bool
+
+
+def choose_providers(prefer_gpu: bool = True, enable_tensorrt: bool = False) -> list[str]:
+    """Execution providers to request: GPU ones present in this onnxruntime build, then CPU."""
+    available = ort.get_available_providers()
+    wanted: list[str] = []
+    if prefer_gpu:
+        for p in GPU_PROVIDERS:
+            if p == "TensorrtExecutionProvider" and not enable_tensorrt:
+                continue
+            if p in available:
+                wanted.append(p)
+    wanted.append("CPUExecutionProvider")
+    return wanted
+
+
+class EmotionModel:
+    """Loaded emotion model; thread-safe for concurrent ``predict`` calls (onnxruntime is)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path = DEFAULT_MODEL_DIR,
+        intra_op_threads: int = 1,
+        providers: Sequence[str] | None = None,
+        prefer_gpu: bool = True,
+        enable_tensorrt: bool = False,
+        model_file: str | None = None,
+    ) -> None:
+        """Load ``model.json``, the tokenizer and the ONNX session.
+
+        intra_op_threads: onnxruntime intra-op threads (0 = onnxruntime default, all cores).
+        providers: explicit execution providers; default CUDA (and TensorRT if
+            ``enable_tensorrt``) when available in this onnxruntime build, else CPU.
+        model_file: ONNX file inside ``model_dir``; default from ``model.json``.
+        """
+        self.model_dir = Path(model_dir)
+        meta = json.loads((self.model_dir / "model.json").read_text(encoding="utf-8"))
+        self.meta: dict = meta
+        self.model_version: str = meta["model_version"]
+        self.labels: list[str] = list(meta["labels"])
+        self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        self.temperature = float(meta["temperature"])
+        self.ekman_of_label: list[str] = list(meta["ekman_of_label"])
+        self.max_seq_length = int(meta["max_seq_length"])
+        self.pad_id = int(meta.get("pad_token_id", 0))
+        names = meta["tensors"]
+        self._in_ids, self._in_mask = names["input_ids"], names["attention_mask"]
+        self._out_logits, self._out_pad = names["emotion_logits"], names["pad"]
+
+        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(intra_op_threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = str(self.model_dir / (model_file or meta["onnx_file"]))
+        requested = list(providers) if providers else choose_providers(prefer_gpu, enable_tensorrt)
+        try:
+            self.session = ort.InferenceSession(path, sess_options=so, providers=requested)
+        except Exception:  # a GPU build without a usable GPU: fall back to CPU
+            if requested == ["CPUExecutionProvider"]:
+                raise
+            log.warning("could not start %s, falling back to CPU", requested, exc_info=True)
+            self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+        self.providers: list[str] = list(self.session.get_providers())
+        log.info("emotion model %s loaded with providers %s", self.model_version, self.providers)
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """Tokenize and pad to the longest text: (input_ids, attention_mask, truncated flags)."""
+        encs = self.tokenizer.encode_batch(list(texts))
+        n = max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), n), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), n), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        return ids, mask, [len(e.overflowing) > 0 for e in encs]
+
+    def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """Raw outputs of one batch: (emotion logits [B,28], PAD [B,3] in 0-1, truncated flags)."""
+        ids, mask, truncated = self.encode(texts)
+        logits, pad = self.session.run([self._out_logits, self._out_pad], {self._in_ids: ids, self._in_mask: mask})
+        return np.asarray(logits, dtype=np.float32), np.asarray(pad, dtype=np.float32), truncated
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: sigmoid(logits / temperature)."""
+        z = np.clip(logits / self.temperature, -60.0, 60.0)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        """Analyse a batch of texts (one padded onnxruntime run)."""
+        if not texts:
+            return []
+        logits, pad, truncated = self.infer(texts)
+        probs = self.probabilities(logits)
+        pad = np.clip(pad, 0.0, 1.0)
+        out: list[Prediction] = []
+        for i in range(len(texts)):
+            p = probs[i]
+            top = int(np.argmax(p))
+            active = [j for j in np.argsort(-p, kind="stable") if p[j] >= self.thresholds[j]]
+            out.append(
+                Prediction(
+                    probabilities=tuple(float(x) for x in p),
+                    active_labels=tuple(self.labels[j] for j in active),
+                    primary_label=self.labels[top],
+                    confidence=float(p[top]),
+                    ekman=self.ekman_of_label[top],
+                    pad=(float(pad[i, 0]), float(pad[i, 1]), float(pad[i, 2])),
+                    truncated=bool(truncated[i]),
+                )
+            )
+        return out
+
+    def warmup(self, runs: int = 3) -> None:
+        """Run a few predictions so the first real request is not slow."""
+        for _ in range(runs):
+            self.predict(["warming up the emotion model", "ok"])

@@ -1,0 +1,137 @@
+"""Behaviour of the shipped emotion model through the serving engine (no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel, Prediction
+
+MODEL_DIR = Path(os.environ.get("EMOTION_TEST_MODEL_DIR", DEFAULT_MODEL_DIR))
+
+JOY = "I just got accepted into my dream university, I am so happy and excited right now!"
+THANKS = "Thank you so much for your help, I really appreciate it, you are amazing."
+ANGER = "I am absolutely furious, this is outrageous and I hate how they lied to us."
+GRIEF = "My grandmother passed away last night and I can't stop crying. I miss her so much."
+FEAR = "I'm really scared and nervous about the surgery tomorrow, what if something goes wrong?"
+CONFUSED = "I don't understand this at all, what does this even mean? I'm so confused."
+NEUTRAL = "The meeting is scheduled for 3pm on Tuesday in room 204."
+TEXTS = [JOY, THANKS, ANGER, GRIEF, FEAR, CONFUSED, NEUTRAL]
+
+
+@pytest.fixture(scope="module")
+def model() -> EmotionModel:
+    return EmotionModel(MODEL_DIR, intra_op_threads=1)
+
+
+@pytest.fixture(scope="module")
+def preds(model: EmotionModel) -> dict[str, Prediction]:
+    return dict(zip(TEXTS, model.predict(TEXTS), strict=True))
+
+
+def test_model_json_consistent(model: EmotionModel) -> None:
+    meta = json.loads((MODEL_DIR / "model.json").read_text())
+    assert len(meta["labels"]) == 28 and meta["labels"][27] == "neutral"
+    assert len(meta["thresholds"]) == 28 and len(meta["ekman_of_label"]) == 28
+    assert all(0.0 < t < 1.0 for t in meta["thresholds"])
+    assert meta["temperature"] > 0
+    assert meta["max_seq_length"] == model.max_seq_length
+    assert set(meta["ekman_of_label"]) <= {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
+    assert (MODEL_DIR / meta["onnx_file"]).name == "emotion.int8.onnx"
+
+
+def test_providers_reported(model: EmotionModel) -> None:
+    import onnxruntime as ort
+
+    assert model.providers
+    assert set(model.providers) <= set(ort.get_available_providers())
+    assert model.providers[-1] == "CPUExecutionProvider"
+
+
+def test_output_shapes_and_ranges(model: EmotionModel, preds: dict[str, Prediction]) -> None:
+    for p in preds.values():
+        probs = np.asarray(p.probabilities)
+        assert probs.shape == (28,)
+        assert np.all((probs >= 0) & (probs <= 1))
+        assert len(p.pad) == 3 and all(0.0 <= x <= 1.0 for x in p.pad)
+        assert p.primary_label == model.labels[int(np.argmax(probs))]
+        assert p.confidence == pytest.approx(float(probs.max()))
+        assert p.ekman == model.ekman_of_label[model.labels.index(p.primary_label)]
+        for lab in p.active_labels:
+            j = model.labels.index(lab)
+            assert probs[j] >= model.thresholds[j]
+        assert not p.truncated
+
+
+def test_sensible_emotions(preds: dict[str, Prediction]) -> None:
+    assert preds[JOY].ekman == "joy"
+    assert preds[THANKS].primary_label == "gratitude"
+    assert preds[ANGER].ekman == "anger"
+    assert preds[GRIEF].ekman == "sadness"
+    assert preds[FEAR].ekman == "fear"
+    assert preds[CONFUSED].primary_label == "confusion"
+    assert preds[NEUTRAL].primary_label == "neutral"
+    assert "gratitude" in preds[THANKS].active_labels
+
+
+def test_pleasure_ordering(preds: dict[str, Prediction]) -> None:
+    pleasure = {t: p.pad[0] for t, p in preds.items()}
+    for happy in (JOY, THANKS):
+        for unhappy in (ANGER, GRIEF, FEAR):
+            assert pleasure[happy] > pleasure[unhappy] + 0.05
+    # being furious is more arousing than reading a meeting time
+    assert preds[ANGER].pad[1] > preds[NEUTRAL].pad[1]
+
+
+def test_batch_equals_single(model: EmotionModel, preds: dict[str, Prediction]) -> None:
+    for text in TEXTS:
+        single = model.predict([text])[0]
+        batched = preds[text]
+        assert single.primary_label == batched.primary_label
+        assert single.ekman == batched.ekman
+        # int8 dynamic quantization computes activation scales per batch tensor, so padding
+        # and neighbours move probabilities slightly; fp32 would agree to ~1e-6
+        np.testing.assert_allclose(single.probabilities, batched.probabilities, atol=0.03)
+        np.testing.assert_allclose(single.pad, batched.pad, atol=0.03)
+
+
+def test_deterministic(model: EmotionModel) -> None:
+    a = model.predict(TEXTS)
+    b = model.predict(TEXTS)
+    assert a == b
+
+
+def test_truncation_flag(model: EmotionModel) -> None:
+    long_text = " ".join(["I really love learning new things with this tutor every day."] * 40)
+    out = model.predict([long_text, JOY])
+    assert out[0].truncated is True
+    assert out[1].truncated is False
+    ids, _mask, flags = model.encode([long_text, JOY])
+    assert ids.shape == (2, model.max_seq_length)  # padded only to the longest text
+    assert flags == [True, False]
+
+
+def test_pads_to_longest_only(model: EmotionModel) -> None:
+    ids, mask, _ = model.encode(["hi", "hello there"])
+    assert ids.shape[1] < 10 and ids.dtype == np.int64
+    assert mask.sum(1).tolist()[0] < mask.sum(1).tolist()[1]
+
+
+def test_edge_inputs(model: EmotionModel) -> None:
+    assert model.predict([]) == []
+    out = model.predict(["", "   ", "😀🎉"])
+    assert len(out) == 3 and all(len(p.probabilities) == 28 for p in out)
+
+
+def test_engine_imports_no_torch() -> None:
+    code = (
+        "import sys, services.emotion.engine; bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
