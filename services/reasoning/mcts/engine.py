@@ -242,6 +242,7 @@ class Search:
         self.votes: dict[str, int] = {}  # terminal visits per canonical answer
         self.mass: dict[str, float] = {}  # terminal visits x reward per canonical answer
         self.answer_nodes: dict[str, int] = {}  # terminal nodes per canonical answer
+        self.best_terminal: dict[str, Node] = {}  # per answer: highest (value, visits), earliest on ties
         self.verified = False
         self.emitted: set[int] = set()
         self._semaphore = asyncio.Semaphore(max(1, config.concurrency))
@@ -399,6 +400,11 @@ class Search:
             key = leaf.canonical
             self.votes[key] = self.votes.get(key, 0) + 1
             self.mass[key] = self.mass.get(key, 0.0) + reward
+            best = self.best_terminal.get(key)
+            # a final answer's value is its own reward (nothing backs up through it), so only
+            # visits change: one comparison keeps the best node per answer up to date
+            if best is None or (leaf.value, leaf.visits, -leaf.index) > (best.value, best.visits, -best.index):
+                self.best_terminal[key] = leaf
 
     def _dominant(self) -> bool:
         cfg = self.cfg
@@ -602,12 +608,7 @@ class Search:
         avoiding rejected final answers: the best partial line of thought."""
         answer = self._best_answer()
         if answer is not None:
-            best: Node | None = None
-            for node in self.nodes:
-                if node.canonical == answer and (best is None or (node.value, node.visits) > (best.value, best.visits)):
-                    best = node
-            assert best is not None
-            return best.path()
+            return self.best_terminal[answer].path()
         path: list[Node] = []
         node = self.root
         floor = self.cfg.min_answer_value

@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from services.reasoning.mcts.generator import CallUsage, Completer, GenerationError
 from services.reasoning.mcts.mathcheck import CheckableProblem, check_claims
@@ -132,6 +133,12 @@ class JudgeScorer:
 _WORD_RE = re.compile(r"\w+")
 
 
+@lru_cache(maxsize=4096)
+def _words(text: str) -> frozenset[str]:
+    """Word set of a step (cached: every step is compared with each of its descendants)."""
+    return frozenset(_WORD_RE.findall(text.lower()))
+
+
 class HeuristicScorer:
     """Last resort when nothing can check a node. Documented rules:
 
@@ -155,11 +162,11 @@ class HeuristicScorer:
                 _clamp(s.heuristic_terminal_floor + s.heuristic_terminal_span * same / (total + 1)), "heuristic"
             )
         value = s.heuristic_base
-        words = set(_WORD_RE.findall(item.step.lower()))
+        words = _words(item.step)
         if len(words) < 3:
             value -= s.heuristic_short_penalty
         for earlier in item.previous:
-            other = set(_WORD_RE.findall(earlier.lower()))
+            other = _words(earlier)
             if words and other and len(words & other) / max(len(words | other), 1) >= 0.9:
                 value -= s.heuristic_repeat_penalty
                 break
