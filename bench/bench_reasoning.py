@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -41,12 +41,12 @@ from services.reasoning.practice.planner import PART_TYPES, PURPOSES, bounds_for
 from services.reasoning.practice.soroban import ALL_SKILLS
 
 
-def pct(values: list[float], p: float) -> float:
+def pct(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def row(name: str, unit: str, values: list[float], extra: str = "") -> str:
+def row(name: str, unit: str, values: Sequence[float], extra: str = "") -> str:
     return f"| {name:<52} | {pct(values, 50):>9.3f} | {pct(values, 95):>9.3f} | {pct(values, 99):>9.3f} | {unit:<4} | {extra}"
 
 
@@ -141,7 +141,6 @@ async def bench_overhead() -> list[str]:
 
 async def bench_parallel() -> list[str]:
     lines = []
-    cfg_base = dict(max_iterations=100, max_depth=32, max_width=3, early_stop=False)
     baseline = 100 * 0.050
     for parallelism in (3, 6, 12):
         walls = []
@@ -151,7 +150,7 @@ async def bench_parallel() -> list[str]:
             await search(
                 "Tell me about rivers",
                 gen,
-                SearchConfig(parallelism=parallelism, **cfg_base),
+                SearchConfig(max_iterations=100, max_depth=32, max_width=3, early_stop=False, parallelism=parallelism),
                 RewardMode.HEURISTIC,
                 seed,
             )  # type: ignore[arg-type]
