@@ -75,6 +75,7 @@ class SchedulerStats:
     ticks: int = 0
     tick_seconds: float = 0.0
     launches: int = 0
+    launch_seconds: float = 0.0
 
 
 class RunManager:
@@ -186,6 +187,7 @@ class RunManager:
             chosen = await self._providers(providers, timeout=10.0)
             doc = await self._launch(run_id, taken, chosen, "schedule", max_items)
             self.scheduler_stats.launches += 1
+            self.scheduler_stats.launch_seconds += time.perf_counter() - started
             return doc
         except BaseException:
             await self._release(run_id, taken)

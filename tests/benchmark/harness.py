@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,20 +83,6 @@ class FakeProvider:
     input_price_per_mtok: float = 0.5
     output_price_per_mtok: float = 1.5
     kind: str = "openai"
-
-
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 @dataclass
@@ -191,8 +177,7 @@ async def benchmark_stack(
         env.update(router_env or {})
         try:
             servers.append(await _start(bench, bench_port))
-            with patched_environ(env):
-                router_app = RouterApp()
+            router_app = RouterApp({**os.environ, **env})
             servers.append(await _start(router_app, router_port))
             await wait_until_serving(router_addr, "masterx.router.v1.RouterService", timeout=60)
             bench_chan, router_chan = channel(bench_addr), channel(router_addr)
