@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,7 @@ class Provider(abc.ABC):
         """The whole answer, within ``timeout`` seconds (raises ProviderError subclasses)."""
 
     @abc.abstractmethod
-    def stream(self, request: ChatRequest, timeout: float) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         """Deltas then exactly one StreamEnd; raises StreamBroken if the stream ends early."""
 
     async def start(self) -> None:  # noqa: B027 - optional

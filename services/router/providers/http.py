@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,7 +177,7 @@ class HttpProvider(Provider, abc.ABC):
         latency = (time.perf_counter() - started) * 1000
         return Completion(text, usage, finish, model or self.spec.model, latency, latency)
 
-    async def stream(self, request: ChatRequest, timeout: float) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         started_stream = [False]
         parser = self._stream_parser(request)
         with self._mapped_errors(started_stream):

@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,7 @@ class LocalLlamaProvider(Provider):
         latency = (time.perf_counter() - started) * 1000
         return Completion("".join(parts), end.usage, end.finish_reason, end.model, latency, ttft)
 
-    async def stream(self, request: ChatRequest, timeout: float) -> AsyncIterator[StreamEvent]:
+    async def stream(self, request: ChatRequest, timeout: float) -> AsyncGenerator[StreamEvent, None]:
         llm = self._require()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
