@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse
 
 from masterx.emotion.v1 import emotion_pb2
 from masterx_runtime.logs import request_id_var
@@ -35,7 +36,7 @@ def check_chat_limits(req: ChatRequest, cfg: GatewaySettings) -> None:
 
 
 @router.post("/chat", summary="One tutor turn: emotion, budget, (deep thinking), routed answer")
-async def chat(request: Request, req: ChatRequest, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
+async def chat(request: Request, req: ChatRequest, cfg: Cfg, peers: PeersDep) -> JSONResponse:
     """Answer a student's message with the reply and everything behind it.
 
     The router is essential (its error is the answer's error); emotion and reasoning are
@@ -55,7 +56,8 @@ async def chat(request: Request, req: ChatRequest, cfg: Cfg, peers: PeersDep) ->
             answer["reasoning"]["steps"] = steps
         return {"request_id": request_id_var.get(), "session_id": req.session_id, **answer}
 
-    return await cancel_on_disconnect(request, turn())
+    # JSONResponse directly: the answer is plain JSON already, no need for FastAPI's encoder pass.
+    return JSONResponse(await cancel_on_disconnect(request, turn()))
 
 
 @router.post(
@@ -88,7 +90,7 @@ async def chat_stream(req: ChatRequest, cfg: Cfg, peers: PeersDep) -> EventStrea
 
 
 @router.post("/emotion", summary="Analyse one message (emotion service)")
-async def emotion(req: EmotionRequest, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
+async def emotion(req: EmotionRequest, cfg: Cfg, peers: PeersDep) -> JSONResponse:
     """All 28 emotion probabilities, PAD, learning state, readiness and intervention."""
     if not req.text.strip():
         raise bad_request("text is empty", "text", 422)
@@ -103,7 +105,7 @@ async def emotion(req: EmotionRequest, cfg: Cfg, peers: PeersDep) -> dict[str, A
             timeout=cfg.emotion_timeout_seconds,
         ),
     )
-    return views.emotion_full(resp.result)
+    return JSONResponse(views.emotion_full(resp.result))
 
 
 @router.get("/students/{user_id}/trajectory", summary="A student's emotional trajectory and recent history")
