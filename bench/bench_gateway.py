@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def row(name: str, values: list[float], unit: str = "ms") -> str:
 
 async def chat_overhead(base: str, turns: int) -> dict[str, list[float]]:
     """Sequential chat turns (no concurrency: the latency a student sees)."""
-    out: dict[str, list[float]] = {k: [] for k in ("wall", "provider", "overhead", "emotion", "budget", "generate")}
+    keys = ("wall", "provider", "overhead", "own", "emotion", "budget", "generate")
+    out: dict[str, list[float]] = {k: [] for k in keys}
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for i in range(turns + 10):
             body = {"message": MESSAGES[i % len(MESSAGES)], "user_id": f"bench-{i % 20}", "deep_thinking": False}
@@ -87,6 +89,7 @@ async def chat_overhead(base: str, turns: int) -> dict[str, list[float]]:
             out["wall"].append(wall)
             out["provider"].append(t["provider_ms"])
             out["overhead"].append(wall - t["provider_ms"])
+            out["own"].append(wall - t["emotion_ms"] - t["budget_ms"] - t["generate_ms"])
             out["emotion"].append(t["emotion_ms"])
             out["budget"].append(t["budget_ms"])
             out["generate"].append(t["generate_ms"])
@@ -162,13 +165,15 @@ def main() -> None:
         chat = asyncio.run(chat_overhead(base, args.turns))
         rps, lat, errors = asyncio.run(emotion_throughput(base, args.seconds, args.concurrency))
         gw_rss = rss_mb(gw_pid)
+        load1, load5, _ = os.getloadavg()
     finally:
         system.stop()
         fake.terminate()
         fake.wait(10)
 
     print("\n## Gateway benchmark (2-core x86-64 VM, no GPU; provider = test server answering instantly)\n")
-    print(f"chat turns: {len(chat['wall'])} sequential, deep thinking off, rate limiter on (Redis)\n")
+    print(f"chat turns: {len(chat['wall'])} sequential, deep thinking off, rate limiter on (Redis)")
+    print(f"machine load average during the run: {load1:.1f} (1 min), {load5:.1f} (5 min) on {os.cpu_count()} cores\n")
     print("| measure | p50 | p95 | p99 | mean | unit |")
     print("|---|---|---|---|---|---|")
     print(row("chat turn, wall time at the client", chat["wall"]))
@@ -177,6 +182,7 @@ def main() -> None:
     print(row("  stage: emotion Analyze", chat["emotion"]))
     print(row("  stage: reasoning AllocateBudget", chat["budget"]))
     print(row("  stage: router Generate", chat["generate"]))
+    print(row("  gateway + HTTP + client (wall - the three stages)", chat["own"]))
     print(row(f"/api/v1/emotion latency at {args.concurrency} concurrent", lat))
     print(f"\n/api/v1/emotion throughput: **{rps:.0f} requests/s** ({len(lat)} requests in {args.seconds:.0f} s, "
           f"{args.concurrency} concurrent clients, {errors} errors)")  # fmt: skip
