@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from masterx.benchmark.v1 import benchmark_pb2
+from masterx.benchmark.v1 import benchmark_pb2, benchmark_pb2_grpc
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2
 from masterx_runtime.clients import channel
@@ -79,6 +79,7 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
         FakeProvider("good", behavior(correct_rules(SUITES), latency_ms=5)),
         FakeProvider("bad", behavior(wrong_rules(SUITES), latency_ms=5)),
         FakeProvider("judge", behavior(_judge_rules(criteria), default_reply=_judge_default(criteria))),
+        FakeProvider("down", behavior([], error="http_500", error_rate=1.0)),
     ]
     cfg = BenchmarkSettings(judge_provider="judge", item_timeout_seconds=15.0)
     async with benchmark_stack(
@@ -86,7 +87,7 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
     ) as stack:
         request = benchmark_pb2.StartRunRequest(
             categories=[MATH, CODING, EMPATHY, LANGUAGE],
-            providers=["good", "bad"],
+            providers=["good", "bad", "down"],
             trigger="test",
             max_items_per_suite=3,
         )
@@ -95,22 +96,26 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
         first, last, items = progress[0], progress[-1], [m for m in progress if m.HasField("item")]
         assert not first.HasField("item") and not last.HasField("item")
         assert last.status.state == benchmark_pb2.RUN_STATE_SUCCEEDED, last.status.error
-        assert last.status.total_items == last.status.completed_items == 24 == len(items)
+        assert last.status.total_items == last.status.completed_items == 36 == len(items)
         done = [m.status.completed_items for m in items]
-        assert done == sorted(done) and done[-1] == 24
+        assert done == sorted(done) and done[-1] == 36
 
         run_id = last.status.run_id
         stored = (await stack.stub.ListItemResults(benchmark_pb2.ListItemResultsRequest(run_id=run_id))).items
         assert len(stored) == (await stack.stub.GetRun(benchmark_pb2.GetRunRequest(run_id=run_id))).completed_items
         by_key = {(r.provider, r.item_id): r for r in stored}
         for r in stored:
-            assert r.evidence and r.suite_version and r.latency_ms > 0 and r.tokens.total_tokens > 0 and r.cost_usd > 0
+            assert r.evidence and r.suite_version and r.latency_ms > 0
             assert r.quality == (100.0 if r.provider == "good" else 0.0), (r.provider, r.item_id, list(r.evidence))
+            if r.provider == "down":  # provider failures are recorded results, not lost items
+                assert r.error and r.tokens.total_tokens == 0 and r.evidence[0].startswith("provider error")
+            else:
+                assert not r.error and r.tokens.total_tokens > 0 and r.cost_usd > 0
         math_item = next(r for (p, _), r in by_key.items() if p == "good" and r.category == MATH)
         assert math_item.scorer == "numeric" and any("parsed" in e for e in math_item.evidence)
         code_item = next(r for (p, _), r in by_key.items() if p == "bad" and r.category == CODING)
         assert code_item.scorer == "unit_tests" and any("tests passed 0/" in e for e in code_item.evidence)
-        assert {r.scorer for r in stored if r.category == EMPATHY} == {"judge"}
+        assert {r.scorer for r in stored if r.category == EMPATHY and not r.error} == {"judge"}
         only_bad_math = await stack.stub.ListItemResults(
             benchmark_pb2.ListItemResultsRequest(run_id=run_id, provider="bad", category=MATH)
         )
@@ -119,9 +124,10 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
         scores = await stack.stub.GetScores(benchmark_pb2.GetScoresRequest())
         assert {b.category for b in scores.leaderboards} == {MATH, CODING, EMPATHY, LANGUAGE}
         for board in scores.leaderboards:
-            assert [s.provider for s in board.scores] == ["good", "bad"]
-            good, bad = board.scores
+            assert [s.provider for s in board.scores] == ["good", "bad", "down"]
+            good, bad, down = board.scores
             assert good.quality == 100.0 and bad.quality == 0.0 and good.final_score > bad.final_score
+            assert (down.final_score, down.errors, down.items) == (0.0, 3, 3)
             assert good.run_id == run_id and good.items == 3 and good.model == "good-model"
         history = await stack.stub.GetProviderHistory(benchmark_pb2.GetProviderHistoryRequest(provider="good"))
         assert len(history.scores) == 4
@@ -201,31 +207,45 @@ def _sandbox_processes() -> list[str]:
 async def test_cancel_leaves_consistent_records_and_leases_block_duplicates(
     redis_url: str, mongo_url: str, mongo_db_name: str
 ) -> None:
+    """A run on replica A is refused a duplicate, watched and cancelled through replica B."""
     providers = [FakeProvider("slow", behavior(correct_rules(SUITES), latency_ms=150))]
     cfg = BenchmarkSettings(provider_concurrency=1, lease_seconds=2.0)
     async with benchmark_stack(
         providers, redis_url=redis_url, mongo_url=mongo_url, mongo_db_name=mongo_db_name, cfg=cfg
     ) as stack:
-        stub = stack.stub
-        run = await stub.StartRun(
-            benchmark_pb2.StartRunRequest(categories=[MATH], providers=["slow"], max_items_per_suite=20)
+        replica_b = BenchmarkApp(
+            cfg,
+            mongo=MongoSettings(url=mongo_url, database=mongo_db_name),
+            peers=PeerSettings(router_addr=stack.router_addr),
         )
-        assert run.total_items == 20 and run.state == benchmark_pb2.RUN_STATE_PENDING
+        port_b = free_port()
+        server_b = await _start(replica_b, port_b)
+        chan_b = channel(f"127.0.0.1:{port_b}")
+        try:
+            stub, remote = stack.stub, benchmark_pb2_grpc.BenchmarkServiceStub(chan_b)
+            run = await stub.StartRun(
+                benchmark_pb2.StartRunRequest(categories=[MATH], providers=["slow"], max_items_per_suite=20)
+            )
+            assert run.total_items == 20 and run.state == benchmark_pb2.RUN_STATE_PENDING
 
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.StartRun(benchmark_pb2.StartRunRequest(categories=[MATH, CODING], providers=["slow"]))
-        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and run.run_id in (info.value.details() or "")
-        other = await stub.StartRun(
-            benchmark_pb2.StartRunRequest(categories=[CODING], providers=["slow"], max_items_per_suite=1)
-        )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await remote.StartRun(benchmark_pb2.StartRunRequest(categories=[MATH, CODING], providers=["slow"]))
+            assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and run.run_id in (info.value.details() or "")
+            other = await stub.StartRun(
+                benchmark_pb2.StartRunRequest(categories=[CODING], providers=["slow"], max_items_per_suite=1)
+            )
 
-        seen = 0
-        async for msg in stub.WatchRun(benchmark_pb2.WatchRunRequest(run_id=run.run_id), timeout=30):
-            seen += msg.HasField("item")
-            if seen == 3:
-                break
-        cancelled = await stub.CancelRun(benchmark_pb2.CancelRunRequest(run_id=run.run_id), timeout=10)
+            seen = 0
+            async for msg in remote.WatchRun(benchmark_pb2.WatchRunRequest(run_id=run.run_id), timeout=30):
+                seen += msg.HasField("item")
+                if seen == 3:
+                    break
+            cancelled = await remote.CancelRun(benchmark_pb2.CancelRunRequest(run_id=run.run_id), timeout=10)
+        finally:
+            await chan_b.close()
+            await server_b.stop(1.0)
         assert cancelled.state == benchmark_pb2.RUN_STATE_CANCELLED and cancelled.finished_at > 0
+        assert "cancelled by request" in cancelled.error
         stored = (await stub.ListItemResults(benchmark_pb2.ListItemResultsRequest(run_id=run.run_id))).items
         assert 3 <= len(stored) < 20 and cancelled.completed_items == len(stored)
         await asyncio.sleep(0.5)  # nothing arrives after the end
