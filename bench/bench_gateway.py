@@ -62,6 +62,26 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU time per process over a measured section (independent of what else loads the machine)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {n: cpu_seconds(p) for n, p in pids.items()}
+        self.client_start = time.process_time()
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        out = {n: (cpu_seconds(p) - self.start[n]) * 1000 / requests for n, p in self.pids.items()}
+        out["bench client"] = (time.process_time() - self.client_start) * 1000 / requests
+        return out
+
+
 def row(name: str, values: list[float], unit: str = "ms") -> str:
     return (
         f"| {name} | {pct(values, 0.5):.2f} | {pct(values, 0.95):.2f} | {pct(values, 0.99):.2f} "
@@ -162,8 +182,14 @@ def main() -> None:
     try:
         base = gateway_url(system)
         gw_pid = system.children["gateway"].proc.pid
+        pids = {n: system.children[n].proc.pid for n in ("gateway", "emotion", "reasoning", "router", "redis")}
+        pids["llm test server"] = fake.pid
+        meter = CpuMeter(pids)
         chat = asyncio.run(chat_overhead(base, args.turns))
+        chat_cpu = meter.per_request_ms(args.turns + 10)
+        meter = CpuMeter(pids)
         rps, lat, errors = asyncio.run(emotion_throughput(base, args.seconds, args.concurrency))
+        emotion_cpu = meter.per_request_ms(len(lat) + 20)
         gw_rss = rss_mb(gw_pid)
         load1, load5, _ = os.getloadavg()
     finally:
@@ -187,6 +213,17 @@ def main() -> None:
     print(f"\n/api/v1/emotion throughput: **{rps:.0f} requests/s** ({len(lat)} requests in {args.seconds:.0f} s, "
           f"{args.concurrency} concurrent clients, {errors} errors)")  # fmt: skip
     print(f"gateway process memory (RSS) after the run: {gw_rss:.0f} MiB")
+    print("\nCPU time per request by process (ms; what the 2 cores must supply, whatever else runs):\n")
+    print("| process | chat turn | /api/v1/emotion |")
+    print("|---|---|---|")
+    for name in chat_cpu:
+        print(f"| {name} | {chat_cpu[name]:.2f} | {emotion_cpu[name]:.2f} |")
+    total_emotion = sum(v for k, v in emotion_cpu.items() if k != "bench client")
+    print(f"| **all MasterX processes** | {sum(v for k, v in chat_cpu.items() if k != 'bench client'):.2f} "
+          f"| {total_emotion:.2f} |")  # fmt: skip
+    print(
+        f"\n/api/v1/emotion capacity of 2 idle cores from CPU cost (client excluded): {2000 / total_emotion:.0f} requests/s"
+    )
     p50 = pct(chat["overhead"], 0.5)
     print(f"\ntargets: overhead p50 <= 25 ms: {'met' if p50 <= 25 else 'MISSED'} ({p50:.1f} ms); "
           f"emotion >= 200 req/s: {'met' if rps >= 200 else 'MISSED'} ({rps:.0f})")  # fmt: skip
