@@ -31,6 +31,7 @@ from typing import Any
 from masterx_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.benchmark.aggregate import ScoreRefs, aggregate
 from services.benchmark.config import BenchmarkSettings
+from services.benchmark.metrics import ITEMS, RUNS
 from services.benchmark.router_client import Answer, RouterClient
 from services.benchmark.scoring import ItemScorer
 from services.benchmark.store import TERMINAL_STATES, BenchmarkStore, Document
@@ -59,6 +60,7 @@ class _ActiveRun:
     categories: list[str]
     providers: list[str]
     items: dict[str, tuple[SuiteItem, ...]]
+    trigger: str
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str = ""
     stored: int = 0
@@ -221,7 +223,7 @@ class RunManager:
             "max_items_per_suite": max_items,
         }
         await self.store.create_run(doc)
-        active = _ActiveRun(run_id, names, providers, items)
+        active = _ActiveRun(run_id, names, providers, items, trigger)
         self._active[run_id] = active
         active.task = asyncio.create_task(self._execute(active), name=f"benchmark-run-{run_id}")
         log.info(
@@ -315,6 +317,7 @@ class RunManager:
                 provider, suite.category, messages, max_tokens=item.max_tokens, timeout=self.cfg.item_timeout_seconds
             )
         evidence: tuple[str, ...]
+        ITEMS.labels(provider, suite.name, "provider_error" if answer.error else "answered").inc()
         if answer.error:
             quality, scorer, evidence = 0.0, item.spec.kind, (f"provider error: {answer.error}",)
         else:
@@ -408,12 +411,14 @@ class RunManager:
                 await self.store.finish_run(run.run_id, "SUCCEEDED", finished_at=now, require_no_cancel=True)
                 is not None
             ):
+                RUNS.labels("SUCCEEDED", run.trigger).inc()
                 log.info("run succeeded", extra={"run_id": run.run_id, "items": run.stored})
                 return
             await self.store.delete_scores(run.run_id)
             outcome, error = "cancelled", "cancelled by request"
         state = "CANCELLED" if outcome == "cancelled" else "FAILED"
         await self.store.finish_run(run.run_id, state, finished_at=now, error=error)
+        RUNS.labels(state, run.trigger).inc()
         log.info("run ended", extra={"run_id": run.run_id, "state": state, "error": error, "items": run.stored})
 
     # ---- control and queries ----------------------------------------------------------------

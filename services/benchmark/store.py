@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from masterx_runtime.errors import Unavailable
+from services.benchmark.metrics import MONGO_WRITE_SECONDS
 
 Document = dict[str, Any]
 
@@ -150,8 +151,10 @@ class BenchmarkStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from exc
         finally:
-            self.write_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.write_seconds += elapsed
             self.write_batches += 1
+            MONGO_WRITE_SECONDS.observe(elapsed)
 
     async def count_items(self, run_id: str) -> int:
         try:
@@ -188,8 +191,10 @@ class BenchmarkStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from exc
         finally:
-            self.write_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.write_seconds += elapsed
             self.write_batches += 1
+            MONGO_WRITE_SECONDS.observe(elapsed)
 
     async def delete_scores(self, run_id: str) -> None:
         try:

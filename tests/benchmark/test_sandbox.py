@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import tempfile
 import time
@@ -33,7 +34,7 @@ def _sandbox_processes() -> list[int]:
     return found
 
 
-LIMITS = SandboxLimits(timeout_s=2.0, per_test_timeout_s=0.5, memory_mb=256, max_processes=8, output_bytes=16384)
+LIMITS = SandboxLimits(timeout_s=3.0, per_test_timeout_s=0.5, memory_mb=256, max_processes=8, output_bytes=16384)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ async def test_partially_correct_code_gets_partial_credit(scorer: ItemScorer) ->
 @pytest.mark.parametrize(
     ("name", "code", "expect"),
     [
-        ("infinite loop", "def add(a, b):\n    while True:\n        pass", "timeout"),
+        ("infinite loop", "def add(a, b):\n    while True:\n        pass", "timeout|wall-clock"),
         (
             "loop that swallows the timeout",
             "def add(a, b):\n    while True:\n        try:\n            while True:\n                pass\n        except BaseException:\n            pass",
@@ -85,8 +86,8 @@ async def test_hostile_answers_are_contained_and_scored_zero(
     started = time.monotonic()
     score = await scorer.score(SPEC, _answer(code))
     assert score.quality == 0.0, (name, score.evidence)
-    assert time.monotonic() - started < 4.0, name
-    assert expect in " ".join(score.evidence), (name, score.evidence)
+    assert time.monotonic() - started < 6.0, name  # the 3 s wall-clock limit plus slack on a loaded machine
+    assert re.search(expect, " ".join(score.evidence)), (name, score.evidence)
     await asyncio.sleep(0.05)
     assert _sandbox_processes() == [], f"{name}: sandbox processes left behind"
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.benchmark.metrics import SANDBOX_RUNS, SANDBOX_SECONDS
+
 log = logging.getLogger("masterx.benchmark.sandbox")
 
 CHILD_SOURCE = (Path(__file__).with_name("sandbox_child.py")).read_text(encoding="utf-8")
@@ -233,6 +235,8 @@ class Sandbox:
                 _kill_group(proc.pid)  # stray members of the group (a PID namespace needs no sweep)
             shutil.rmtree(workdir, ignore_errors=True)
             result.duration_ms = (time.perf_counter() - started) * 1000
+            SANDBOX_SECONDS.observe(result.duration_ms / 1000)
+            SANDBOX_RUNS.labels(_outcome(result)).inc()
         return result
 
     def _prepare_workdir(self, workdir: str) -> str:
@@ -304,6 +308,16 @@ def _apply(result: SandboxResult, payload: bytes) -> None:
         result.module_error = str(msg.get("error", ""))[:300]
     elif kind == "done":
         result.finished = True
+
+
+def _outcome(result: SandboxResult) -> str:
+    if result.timed_out:
+        return "timeout"
+    if result.output_exceeded:
+        return "output_limit"
+    if result.compile_error or result.module_error:
+        return "answer_error"
+    return "finished" if result.finished else "exited_early"
 
 
 def _kill_group(pid: int) -> None:
