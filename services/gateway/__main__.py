@@ -8,6 +8,7 @@ GATEWAY_SHUTDOWN_GRACE_SECONDS, then cancels what is left and runs the app's shu
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -35,6 +36,12 @@ class GatewayServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _drop_color_message(record: logging.LogRecord) -> bool:
+    """uvicorn attaches an ANSI-coloured copy of some messages; keep it out of JSON logs."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def main() -> None:
     try:
         server_cfg = load(ServerSettings)
@@ -45,6 +52,7 @@ def main() -> None:
         print(f"gateway: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure(server_cfg.log_level, server_cfg.log_format, "gateway")
+    logging.getLogger("uvicorn.error").addFilter(_drop_color_message)
     app = create_app(cfg, peers, redis_cfg)
     config = uvicorn.Config(
         app,
