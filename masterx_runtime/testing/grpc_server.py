@@ -17,14 +17,14 @@ from masterx_runtime.settings import ServerSettings
 async def serving(
     app: ServiceApp, *, grace: float = 1.0, metrics: bool = False, **overrides: object
 ) -> AsyncIterator[tuple[GrpcServer, grpc.aio.Channel]]:
-    """Start ``app`` on 127.0.0.1 with a free port; yield the server and a channel to it."""
-    settings = dataclasses.replace(
-        ServerSettings(),
-        grpc_port=0,
-        metrics_port=0 if metrics else -1,
-        shutdown_grace_seconds=grace,
-        **overrides,  # type: ignore[arg-type]
-    )
+    """Start ``app`` on 127.0.0.1 (free port unless ``grpc_port`` is given); yield the server and a channel."""
+    values: dict[str, object] = {
+        "grpc_port": 0,
+        "metrics_port": 0 if metrics else -1,
+        "shutdown_grace_seconds": grace,
+        **overrides,
+    }
+    settings = dataclasses.replace(ServerSettings(), **values)  # type: ignore[arg-type]
     server = GrpcServer(app, settings)
     await server.start()
     try:
