@@ -56,6 +56,7 @@ local wtype, wsize, minc = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local frate, srate = tonumber(ARGV[9]), tonumber(ARGV[10])
 local base, mult, maxw, hocalls = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local channel, name = ARGV[15], ARGV[16]
+local function f(x) return string.format('%.17g', x) end
 local v = redis.call('HMGET', h, 'state', 'open_until', 'trips', 'ho_issued', 'ho_ok', 'wn', 'wf', 'ws')
 local state = v[1] or 'closed'
 local open_until, trips = tonumber(v[2] or '0'), tonumber(v[3] or '0')
@@ -68,8 +69,8 @@ local function open_breaker()
   state = 'open'
   wn, wf, ws = 0, 0, 0
   redis.call('DEL', w)
-  redis.call('HSET', h, 'state', 'open', 'open_until', open_until, 'trips', trips, 'ho_issued', 0, 'ho_ok', 0,
-    'wn', 0, 'wf', 0, 'ws', 0, 'changed_at', now)
+  redis.call('HSET', h, 'state', 'open', 'open_until', f(open_until), 'trips', trips, 'ho_issued', 0, 'ho_ok', 0,
+    'wn', 0, 'wf', 0, 'ws', 0, 'changed_at', f(now))
 end
 local function drop_oldest()
   local e = redis.call('RPOP', w)
@@ -91,7 +92,7 @@ if state == 'half_open' then
         state, trips, open_until = 'closed', 0, 0
         redis.call('DEL', w)
         redis.call('HSET', h, 'state', 'closed', 'trips', 0, 'ho_issued', 0, 'ho_ok', 0, 'open_until', 0,
-          'wn', 0, 'wf', 0, 'ws', 0, 'changed_at', now)
+          'wn', 0, 'wf', 0, 'ws', 0, 'changed_at', f(now))
         wn, wf, ws = 0, 0, 0
       else
         redis.call('HSET', h, 'ho_ok', ok)
@@ -99,7 +100,7 @@ if state == 'half_open' then
     end
   end
 elseif state == 'closed' and ignored == 0 then
-  redis.call('LPUSH', w, now .. '|' .. failed .. '|' .. slow)
+  redis.call('LPUSH', w, f(now) .. '|' .. failed .. '|' .. slow)
   wn, wf, ws = wn + 1, wf + failed, ws + slow
   if wtype == 'count' then
     while wn > wsize do if not drop_oldest() then break end end
@@ -116,33 +117,34 @@ elseif state == 'closed' and ignored == 0 then
   if wn >= minc and (wf / wn >= frate or ws / wn >= srate) then open_breaker() end
 end
 if state ~= from then
-  redis.call('PUBLISH', channel, name .. '|' .. state .. '|' .. open_until .. '|' .. trips)
+  redis.call('PUBLISH', channel, name .. '|' .. state .. '|' .. f(open_until) .. '|' .. trips)
 end
-return {state, tostring(open_until), trips, from, wn, wf}
+return {state, f(open_until), trips, from, wn, wf}
 """
 
 # KEYS: hash. ARGV: now, half_open_calls, permit_ttl, channel, name
 _ACQUIRE = """
 local h = KEYS[1]
 local now, hocalls, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function f(x) return string.format('%.17g', x) end
 local v = redis.call('HMGET', h, 'state', 'open_until', 'trips', 'ho_issued', 'ho_ok', 'ho_last')
 local state = v[1] or 'closed'
 local open_until, trips = tonumber(v[2] or '0'), tonumber(v[3] or '0')
 local issued, ok, last = tonumber(v[4] or '0'), tonumber(v[5] or '0'), tonumber(v[6] or '0')
 local from = state
-if state == 'closed' then return {state, tostring(open_until), trips, 1, from} end
+if state == 'closed' then return {state, f(open_until), trips, 1, from} end
 if state == 'open' then
-  if now < open_until then return {state, tostring(open_until), trips, 0, from} end
+  if now < open_until then return {state, f(open_until), trips, 0, from} end
   state, issued, ok = 'half_open', 0, 0
-  redis.call('HSET', h, 'state', 'half_open', 'ho_issued', 0, 'ho_ok', 0, 'changed_at', now)
-  redis.call('PUBLISH', ARGV[4], ARGV[5] .. '|half_open|' .. open_until .. '|' .. trips)
+  redis.call('HSET', h, 'state', 'half_open', 'ho_issued', 0, 'ho_ok', 0, 'changed_at', f(now))
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. '|half_open|' .. f(open_until) .. '|' .. trips)
 end
 if issued >= hocalls and now - last > ttl then issued = ok end
 if issued < hocalls then
-  redis.call('HSET', h, 'ho_issued', issued + 1, 'ho_last', now)
-  return {state, tostring(open_until), trips, 1, from}
+  redis.call('HSET', h, 'ho_issued', issued + 1, 'ho_last', f(now))
+  return {state, f(open_until), trips, 1, from}
 end
-return {state, tostring(open_until), trips, 0, from}
+return {state, f(open_until), trips, 0, from}
 """
 
 # KEYS: hash, window. ARGV: now, wtype, wsize -> state, open_until, trips, window calls, window failures

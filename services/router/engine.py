@@ -186,6 +186,7 @@ class Router:
                 field="pinned_provider",
             )
         reasons: list[str] = []
+        followup = 0.0
         if req.category:
             category, confidence = ENUM_CATEGORY[req.category], 1.0
             probabilities = [1.0 if c == category else 0.0 for c in CATEGORIES]
@@ -194,7 +195,8 @@ class Router:
             prediction = self.classifier.predict(chat.messages[-1].content)
             category, confidence = prediction.category, prediction.confidence
             probabilities = prediction.probabilities.tolist()
-            reasons.append(f"classifier: {category} ({confidence:.2f})")
+            followup = prediction.followup
+            reasons.append(f"classifier: {category} ({confidence:.2f}; follow-up {followup:.2f})")
 
         session: SessionState | None
         session_task = self.sessions.load(req.session_id) if req.session_id else None
@@ -223,6 +225,7 @@ class Router:
                 probabilities,
                 min_confidence=self.cfg.topic_min_confidence,
                 similarity_threshold=self.cfg.topic_similarity,
+                followup=followup,
             )
             reasons.append(verdict.reason)
         else:
@@ -279,7 +282,7 @@ class Router:
             provider=order[0],
             model=self.providers[order[0]].spec.model,
             category=CATEGORY_ENUM[verdict.category],
-            category_confidence=confidence if verdict.category == category else 1.0 - confidence,
+            category_confidence=probabilities[CATEGORIES.index(verdict.category)],
             empathy_override=bool(empathy),
             continuity=continuity,
             topic_changed=verdict.changed,
@@ -321,7 +324,7 @@ class Router:
         plan = await self.plan(req)
         for index, name in enumerate(plan.order):
             retries = 0
-            while len(plan.attempts) < self.cfg.max_attempts:
+            while _tries(plan) < self.cfg.max_attempts:
                 self._check_deadline(plan, deadline)
                 permit = await self._admit(plan, name)
                 if permit is None:
@@ -343,7 +346,7 @@ class Router:
         loop = asyncio.get_running_loop()
         for index, name in enumerate(plan.order):
             retries = 0
-            while len(plan.attempts) < self.cfg.max_attempts:
+            while _tries(plan) < self.cfg.max_attempts:
                 self._check_deadline(plan, deadline)
                 permit = await self._admit(plan, name)
                 if permit is None:
@@ -520,7 +523,7 @@ class Router:
         last_candidate = plan.pinned or index == len(plan.order) - 1
         if not (err.retryable and last_candidate and retries < self.cfg.retries_per_provider):
             return False
-        if self.breakers.check(err.provider) == OPEN or len(plan.attempts) >= self.cfg.max_attempts:
+        if self.breakers.check(err.provider) == OPEN or _tries(plan) >= self.cfg.max_attempts:
             return False
         cap = min(self.cfg.retry_backoff_max_ms, self.cfg.retry_backoff_base_ms * 2**retries) / 1000
         pause = self.rng.uniform(0, cap)
@@ -599,6 +602,11 @@ class Router:
             await coro  # type: ignore[misc]
         except Exception as exc:  # bookkeeping must not fail an answered request
             log.error("bookkeeping failed", extra={"what": what, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _tries(plan: Plan) -> int:
+    """Provider calls actually made (refusals by a breaker or a local rate limit cost nothing)."""
+    return sum(1 for a in plan.attempts if a.outcome not in ("breaker_open", "rate_limited") or a.latency_ms > 0)
 
 
 def _candidate(r: Ranked) -> router_pb2.Candidate:

@@ -4,8 +4,8 @@ A session remembers which provider serves it and what the topic is, so the route
 the same provider while the topic holds (continuity) and re-route when it changes. The topic
 is the classifier's category plus a running average of its category distribution; a message
 changes the topic only when the classifier is confident about a different category AND the
-message's distribution is far (cosine) from the session's, so vague follow-ups ("why?",
-"can you say more?") stay with the current topic.
+message's distribution is far (cosine) from the session's; and the classifier has a trained
+"follow-up" class, so continuations ("why?", "can you say more?", "next one") keep the topic.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class TopicVerdict:
     changed: bool
     category: str
     reason: str
+    followup: bool = False
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -59,10 +60,13 @@ def judge_topic(
     *,
     min_confidence: float,
     similarity_threshold: float,
+    followup: float = 0.0,
 ) -> TopicVerdict:
     """Does this message continue the session's topic or start a new one?"""
     if not session.category:
         return TopicVerdict(False, category, f"first topic: {category}")
+    if followup >= 0.5:
+        return TopicVerdict(False, session.category, f"topic holds: follow-up message ({followup:.2f})", followup=True)
     if category == session.category:
         return TopicVerdict(False, session.category, f"topic holds ({category})")
     if confidence < min_confidence:
@@ -88,7 +92,9 @@ def advance(
 ) -> SessionState:
     """The session after a turn answered by ``provider`` (histories record changes only)."""
     probs = [float(p) for p in probabilities]
-    if verdict.changed or not session.topic_vector:
+    if verdict.followup and session.topic_vector:
+        vector = list(session.topic_vector)
+    elif verdict.changed or not session.topic_vector:
         vector = probs
     else:
         vector = [TOPIC_EMA * old + (1 - TOPIC_EMA) * new for old, new in zip(session.topic_vector, probs, strict=True)]

@@ -12,7 +12,7 @@ from services.router.breaker import CLOSED, HALF_OPEN, OPEN, BreakerBoard, Break
 
 
 class FakeClock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
+    def __init__(self, t: float = 1_763_707_048.123457) -> None:  # a real-looking time: exercises float precision
         self.t = t
 
     def __call__(self) -> float:
