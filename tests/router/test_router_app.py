@@ -206,7 +206,10 @@ async def test_breaker_opens_and_recovers_through_the_service(fake: FakeLLMServe
         fake.configure("smart", default_reply="recovered")
         clock.t += 30
         r = await stub.Generate(ask("Why does my Python code crash?", cost_quality=1.0), timeout=10)
-        assert r.text == "recovered"  # the half-open trial succeeded
+        assert r.text == "recovered", (
+            list(r.decision.candidates),
+            list(r.decision.reasons),
+        )  # the half-open trial succeeded
         listed = {p.name: p for p in (await stub.ListProviders(router_pb2.ListProvidersRequest(), timeout=5)).providers}
         assert listed["smart"].breaker_state == "closed" and listed["smart"].consecutive_trips == 0
 
