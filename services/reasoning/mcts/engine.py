@@ -634,8 +634,11 @@ class Search:
         answer_key = self._best_answer()
         if answer_key is not None and path:
             answer = path[-1].answer or answer_key
-            total = sum(self.votes.values())
-            confidence = self.mass[answer_key] / total if total else 0.0
+            # reward-weighted vote share times the answer's mean reward: answers proved wrong
+            # (reward 0) do not dilute it, unverified rivals do, and a weak answer stays weak
+            mass_total = sum(self.mass.values())
+            share = self.mass[answer_key] / mass_total if mass_total > 0 else 0.0
+            confidence = share * self.mass[answer_key] / self.votes[answer_key]
         else:
             answer = path[-1].text if path else ""
             confidence = 0.0
