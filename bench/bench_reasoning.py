@@ -231,6 +231,74 @@ def bench_budget() -> list[str]:
     ]
 
 
+async def bench_through_router() -> list[str]:
+    """The same 100-iteration search, but every step goes reasoning -> router -> fake provider over
+    HTTP (50 ms latency), all three in this process on the same cores."""
+    import dataclasses
+    import json
+
+    from masterx.reasoning.v1 import reasoning_pb2 as pb
+    from masterx.reasoning.v1 import reasoning_pb2_grpc
+    from masterx_runtime.config import load
+    from masterx_runtime.settings import PeerSettings
+    from masterx_runtime.stores.mongo_store import MongoSettings
+    from masterx_runtime.testing.grpc_server import serving
+    from masterx_runtime.testing.servers import start_mongo, start_redis
+    from services.reasoning.app import ReasoningApp
+    from services.reasoning.config import ReasoningSettings
+    from services.router.app import RouterApp
+    from services.router.testserver import FakeLLMServer, ProviderBehavior
+
+    redis, mongo = start_redis(), start_mongo()
+    lines = []
+    try:
+        async with FakeLLMServer() as fake:
+            fake.configure(
+                "slow", ProviderBehavior(latency_ms=50, default_reply="Rivers carry water downhill and shape valleys.")
+            )
+            env = {
+                "REDIS_URL": redis.url,
+                "MONGO_URL": mongo.url,
+                "MONGO_DB": "bench_reasoning",
+                "ROUTER_LOCAL_PROVIDER": "off",
+                "ROUTER_DISCOVER_ENV_KEYS": "0",
+                "ROUTER_SCORES_ENABLED": "0",
+                "ROUTER_PROVIDERS_JSON": json.dumps([fake.provider_entry("slow")]),
+            }
+            async with serving(RouterApp(env)) as (router_server, _):
+                app = ReasoningApp(
+                    dataclasses.replace(load(ReasoningSettings, {}), judge_enabled=False),
+                    mongo=dataclasses.replace(load(MongoSettings, {}), url=mongo.url, database="bench_reasoning"),
+                    peers=dataclasses.replace(load(PeerSettings, {}), router_addr=f"127.0.0.1:{router_server.port}"),
+                )
+                async with serving(app) as (_, chan):
+                    stub = reasoning_pb2_grpc.ReasoningServiceStub(chan)
+                    for parallelism in (3, 12):
+                        request = pb.ReasonRequest(
+                            query="Tell me about rivers.",
+                            reward_model=pb.REWARD_MODEL_HEURISTIC,
+                            limits=pb.SearchLimits(
+                                max_iterations=100,
+                                max_depth=32,
+                                max_width=3,
+                                parallelism=parallelism,
+                                disable_early_stop=True,
+                            ),
+                        )
+                        started = time.perf_counter()
+                        events = [e async for e in stub.Reason(request, timeout=120)]
+                        wall = time.perf_counter() - started
+                        res = events[-1].result
+                        lines.append(
+                            f"| {f'same through the router over HTTP, parallelism {parallelism}':<52} | {wall:>9.2f} | {'':>9} | {'':>9} | s    | "
+                            f"{res.search.generations} calls, {res.search.iterations} it; ratio to 100 x 50 ms = {wall / 5.0:.2f}"
+                        )
+    finally:
+        redis.stop()
+        mongo.stop()
+    return lines
+
+
 async def main() -> None:
     print("MasterX reasoning benchmarks (python", sys.version.split()[0] + ")")
     print()
@@ -239,7 +307,9 @@ async def main() -> None:
         print(line, flush=True)
     for line in await bench_parallel():
         print(line, flush=True)
-    for line in bench_generation():
+    for line in bench_generation():  # first: it times the one-off move-table build
+        print(line, flush=True)
+    for line in await bench_through_router():
         print(line, flush=True)
     for line in bench_budget():
         print(line, flush=True)

@@ -87,7 +87,7 @@ def explain(
             verdict, outside = f"UNDER the min of {bounds.min:g}", outside + 1
         sign = "+" if step.term >= 0 else "-"
         lines.append(
-            f"{sign}{abs(step.term)}: {step.total_before} -> {step.total_after} uses {'; '.join(parts) or 'no moves'}; "
+            f"{sign}{abs(step.term)}: {step.total_before} to {step.total_after} with {'; '.join(parts) or 'no moves'}; "
             f"cost {step.cost:g}, {verdict}."
         )
     computed = steps[1:] if steps[0].total_before == 0 else steps
