@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 
@@ -35,8 +35,21 @@ from services.reasoning.reason_rpc import ReasonHandler, SearchSettings
 log = logging.getLogger("masterx.reasoning")
 
 
+T = TypeVar("T")
+
+
+async def within_deadline(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+    """Await ``work`` but give up (DEADLINE_EXCEEDED) when the caller's deadline passes."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return await work
+    async with asyncio.timeout(remaining):
+        return await work
+
+
 class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
-    """Thin adapter: every RPC delegates to its handler."""
+    """Thin adapter: every RPC delegates to its handler, bounded by the caller's deadline
+    (Reason handles its deadline itself, to end with the best path so far)."""
 
     def __init__(self, app: ReasoningApp) -> None:
         self.app = app
@@ -55,12 +68,12 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
     async def PlanPracticeSession(
         self, request: reasoning_pb2.PlanPracticeSessionRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.PracticePlan:
-        return await self.app.practice.plan(request)
+        return await within_deadline(context, self.app.practice.plan(request))
 
     async def GenerateProblem(
         self, request: reasoning_pb2.GenerateProblemRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.GeneratedProblem:
-        return await self.app.practice.generate_problem(request)
+        return await within_deadline(context, self.app.practice.generate_problem(request))
 
     async def ExplainTrace(
         self, request: reasoning_pb2.ExplainTraceRequest, context: grpc.aio.ServicerContext
@@ -70,12 +83,12 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
     async def UpdateMastery(
         self, request: reasoning_pb2.UpdateMasteryRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.StudentMastery:
-        return await self.app.practice.update_mastery(request)
+        return await within_deadline(context, self.app.practice.update_mastery(request))
 
     async def GetMastery(
         self, request: reasoning_pb2.GetMasteryRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.StudentMastery:
-        return await self.app.practice.get_mastery(request)
+        return await within_deadline(context, self.app.practice.get_mastery(request))
 
 
 class ReasoningApp(ServiceApp):

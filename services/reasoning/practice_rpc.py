@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -126,7 +127,10 @@ class PracticeHandler:
         )
         records = await self.records(req.student_id)
         calc = self.cfg.calculator(records, self.clock())
-        return convert.problem_msg(generate(spec, calc, self.cfg))
+        # off the event loop: usually well under 5 ms, but a hopeless 3-digit search may take
+        # a few hundred ms before its evaluation cap ends it
+        problem = await asyncio.to_thread(generate, spec, calc, self.cfg)
+        return convert.problem_msg(problem)
 
     async def plan(self, req: reasoning_pb2.PlanPracticeSessionRequest) -> reasoning_pb2.PracticePlan:
         check_student_id(req.student_id, required=True)
@@ -146,7 +150,9 @@ class PracticeHandler:
         ordered = [p for p in PART_TYPES if p in parts] if parts else list(PART_TYPES)
         records = await self.records(req.student_id)
         calc = self.cfg.calculator(records, self.clock())
-        planned = plan_session(calc, self.cfg, slots=slots, part_types=ordered, terms=terms, seed=req.seed)
+        planned = await asyncio.to_thread(
+            lambda: plan_session(calc, self.cfg, slots=slots, part_types=ordered, terms=terms, seed=req.seed)
+        )
         return reasoning_pb2.PracticePlan(
             student_id=req.student_id,
             slots=[

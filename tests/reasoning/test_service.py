@@ -272,3 +272,14 @@ async def test_reason_rejects_bad_requests(reasoning: Stub, req: pb.ReasonReques
 
 async def _drain(call: grpc.aio.UnaryStreamCall) -> list[pb.ReasonEvent]:  # type: ignore[type-arg]
     return [event async for event in call]
+
+
+async def test_a_slow_generation_respects_the_callers_deadline(reasoning: Stub) -> None:
+    # a learner's costs are multiples of 4, so cost 9 is impossible; 3-digit terms have no
+    # catalogue, so only the bounded search finds out, which takes longer than this deadline
+    hopeless = pb.GenerateProblemRequest(terms=12, digits=3, bounds=pb.ComplexityBounds(min=9, max=9))
+    started = time.perf_counter()
+    await expect_code(reasoning.GenerateProblem(hopeless, timeout=0.05), grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert time.perf_counter() - started < 0.5
+    err = await expect_code(reasoning.GenerateProblem(hopeless, timeout=10), grpc.StatusCode.FAILED_PRECONDITION)
+    assert "gave up after" in (err.details() or "")
