@@ -165,7 +165,7 @@ class ReasonHandler:
         deadline = None
         if remaining is not None and remaining < 1e9:
             # stop early enough to send the result before the caller's deadline
-            deadline = time.monotonic() + remaining - min(0.5, 0.1 * remaining)
+            deadline = time.monotonic() + remaining - min(1.0, 0.2 * remaining)
         search = Search(
             query,
             CompleterStepGenerator(completer, temperature=self.settings.step_temperature),
