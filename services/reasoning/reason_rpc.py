@@ -93,7 +93,7 @@ class ReasonHandler:
             raise _bad("limits.exploration_weight must be a finite number >= 0", "limits.exploration_weight")
         if not 0 <= lim.early_stop_share <= 1:
             raise _bad("limits.early_stop_share must lie in (0, 1] (0 = default)", "limits.early_stop_share")
-        parallelism = lim.parallelism or width
+        parallelism = lim.parallelism or min(width * int(d.get("parallelism_per_width", 1)), s.max_parallelism)
         if parallelism > s.max_parallelism:
             raise _bad(
                 f"limits.parallelism {parallelism} is above the maximum {s.max_parallelism}", "limits.parallelism"

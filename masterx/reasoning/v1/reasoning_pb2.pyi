@@ -224,7 +224,9 @@ class SearchLimits(_message.Message):
     exploration_weight: _builtins.float
     """UCB1 exploration weight c (default 2.0 as in rStar)."""
     parallelism: _builtins.int
-    """Concurrent generations during expansion (default = max_width)."""
+    """Concurrent generations during expansion (default = max_width x search.yaml
+    parallelism_per_width, capped by REASONING_MAX_PARALLELISM).
+    """
     early_stop_share: _builtins.float
     """Stop early when the best answer's share of visits reaches this (0 = default 0.8)."""
     step_max_tokens: _builtins.int
