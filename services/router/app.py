@@ -10,29 +10,53 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import grpc
-import httpx
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.config import load
-from masterx_runtime.errors import InvalidArgument, NotFound
+from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
-from masterx_runtime.stores.redis_store import RedisSettings, connect_redis
+from masterx_runtime.stores.redis_store import RedisSettings
 from services.router.breaker import BreakerBoard, BreakerConfig
 from services.router.classifier.model import CATEGORY_ENUM, MODEL_PATH, CategoryClassifier
 from services.router.config import RouterSettings
 from services.router.engine import Router
 from services.router.ledger import INDEXES, CostLedger, RateLimiter, parse_day, utc_day
 from services.router.providers.base import Provider, ProviderSpec
-from services.router.providers.http import make_http_client
+from services.router.providers.http import ClientShards
 from services.router.providers.local import LocalLlamaProvider
 from services.router.providers.registry import build_provider, load_specs
 from services.router.scores import ScoreBook, ScoreRefresher
 from services.router.sessions import SessionStore
 
 log = logging.getLogger("masterx.router")
+
+
+async def connect_redis_blocking(cfg: RedisSettings) -> aioredis.Redis:
+    """A Redis client whose pool waits for a free connection instead of failing.
+
+    (``masterx_runtime.stores.redis_store.connect_redis`` builds a non-blocking pool, which
+    raises MaxConnectionsError as soon as more requests than REDIS_MAX_CONNECTIONS are in
+    flight; at 200 concurrent streams that is every busy moment.)
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        cfg.url,
+        max_connections=cfg.max_connections,
+        timeout=cfg.socket_timeout_seconds,
+        socket_timeout=cfg.socket_timeout_seconds,
+        socket_connect_timeout=cfg.connect_timeout_seconds,
+        health_check_interval=30,
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        raise Unavailable(f"redis not reachable: {exc}", dependency="redis") from exc
+    return client
 
 
 def breaker_config(cfg: RouterSettings) -> BreakerConfig:
@@ -117,7 +141,7 @@ class RouterApp(ServiceApp):
         self._router: Router | None = None
         self.redis: aioredis.Redis | None = None
         self.mongo: MongoStore | None = None
-        self.http: httpx.AsyncClient | None = None
+        self.http: ClientShards | None = None
         self.providers: dict[str, Provider] = {}
         self.breakers: BreakerBoard | None = None
         self.refresher: ScoreRefresher | None = None
@@ -134,11 +158,11 @@ class RouterApp(ServiceApp):
 
     async def start(self) -> None:
         """Connect Redis and MongoDB, build providers and breakers; SERVING only after this returns."""
-        self.redis = await connect_redis(self.redis_cfg)
+        self.redis = await connect_redis_blocking(self.redis_cfg)
         self.mongo = MongoStore(self.mongo_cfg)
         await self.mongo.connect(indexes=INDEXES)
         prefix = self.redis_cfg.key_prefix
-        self.http = make_http_client(self.cfg.connect_timeout_seconds)
+        self.http = ClientShards(connect_timeout=self.cfg.connect_timeout_seconds)
         self.providers = {s.name: build_provider(s, self.http, self.environ) for s in self.specs}
         for provider in self.providers.values():
             await provider.start()
@@ -175,6 +199,8 @@ class RouterApp(ServiceApp):
         )
 
     async def stop(self) -> None:
+        if self._router is not None:
+            await self._router.ledger.close()
         if self.refresher is not None:
             await self.refresher.stop()
         if self.breakers is not None:

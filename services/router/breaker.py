@@ -325,10 +325,14 @@ class BreakerBoard:
         if local == OPEN:
             return Permit(False, OPEN)
         c = self.config
-        res = await self._acquire(
-            keys=[self.prefix + name],
-            args=[self.clock(), c.half_open_calls, c.permit_ttl_seconds, self.channel, name],
-        )
+        try:
+            res = await self._acquire(
+                keys=[self.prefix + name],
+                args=[self.clock(), c.half_open_calls, c.permit_ttl_seconds, self.channel, name],
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("breaker trial permit not obtained", extra={"provider": name, "error": str(exc)})
+            return Permit(False, self.views[name].state)
         state, open_until, trips, allowed, _from = _s(res[0]), float(res[1]), int(res[2]), int(res[3]), _s(res[4])
         self._adopt(name, state, open_until, trips, cause="acquire", mine=True)
         return Permit(bool(allowed), state, trial=bool(allowed) and state == HALF_OPEN)

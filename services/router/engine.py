@@ -23,8 +23,12 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
+
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2
@@ -198,18 +202,10 @@ class Router:
             followup = prediction.followup
             reasons.append(f"classifier: {category} ({confidence:.2f}; follow-up {followup:.2f})")
 
-        session: SessionState | None
-        session_task = self.sessions.load(req.session_id) if req.session_id else None
-        needs_spend = (req.user_id and self.cfg.user_daily_budget_usd > 0) or any(self._budgets.values())
-        if session_task is not None and needs_spend:
-            session, (user_spent, provider_spent) = await asyncio.gather(
-                session_task, self.ledger.spend_today(req.user_id, self.providers)
-            )
-        else:
-            session = await session_task if session_task is not None else None
-            user_spent, provider_spent = (
-                await self.ledger.spend_today(req.user_id, self.providers) if needs_spend else (0.0, {})
-            )
+        needs_spend = bool(req.user_id and self.cfg.user_daily_budget_usd > 0) or any(self._budgets.values())
+        session, (user_spent, provider_spent) = await asyncio.gather(
+            self._load_session(req.session_id, reasons), self._spend(req.user_id, needs_spend, reasons)
+        )
         if req.user_id and 0 < self.cfg.user_daily_budget_usd <= user_spent:
             raise ResourceExhausted(
                 f"user {req.user_id!r} spent ${user_spent:.4f} today; the daily budget is ${self.cfg.user_daily_budget_usd:.4f}",
@@ -294,6 +290,28 @@ class Router:
         metrics.DECISION_SECONDS.observe(elapsed)
         return Plan(decision, order, chat, session, verdict, probabilities, bool(req.pinned_provider), req)
 
+    async def _load_session(self, session_id: str, reasons: list[str]) -> SessionState | None:
+        """The session (None without an id); a Redis outage degrades to routing without it."""
+        if not session_id:
+            return None
+        try:
+            return await self.sessions.load(session_id)
+        except (RedisError, OSError, ValueError) as exc:
+            log.error("session unavailable; routing without it", extra={"error": f"{type(exc).__name__}: {exc}"})
+            reasons.append("session store unavailable: routed without continuity")
+            return None
+
+    async def _spend(self, user_id: str, needed: bool, reasons: list[str]) -> tuple[float, dict[str, float]]:
+        """Today's spend for the budget checks; an unreadable store fails open (logged)."""
+        if not needed:
+            return 0.0, {}
+        try:
+            return await self.ledger.spend_today(user_id, self.providers)
+        except (RedisError, OSError, PyMongoError) as exc:
+            log.error("spend unavailable; budgets not enforced for this request", extra={"error": str(exc)})
+            reasons.append("spend counters unavailable: budgets not checked")
+            return 0.0, {}
+
     def _check_pinned(self, r: Ranked) -> None:
         if not r.excluded:
             return
@@ -371,11 +389,17 @@ class Router:
                 ttft = (time.perf_counter() - started) * 1000
                 parts: list[str] = []
                 event: StreamEvent = first
+                pump: asyncio.Task[None] | None = None
                 try:
-                    while isinstance(event, StreamDelta):
+                    if isinstance(event, StreamDelta):
                         parts.append(event.text)
                         yield router_pb2.GenerateChunk(delta=event.text)
-                        event = await self._next_event(events, name, attempt_deadline)
+                        box = _Mailbox()
+                        pump = asyncio.create_task(self._pump(events, name, attempt_deadline, box))
+                        event = await box.take(parts)
+                        while isinstance(event, StreamDelta):
+                            yield router_pb2.GenerateChunk(delta=event.text)
+                            event = await box.take(parts)
                 except ProviderError as err:
                     await self._fail(plan, name, permit, err, started)
                     sent = sum(map(len, parts))
@@ -393,6 +417,9 @@ class Router:
                     await self._release(name, permit)
                     raise
                 finally:
+                    if pump is not None:
+                        pump.cancel()
+                        await asyncio.gather(pump, return_exceptions=True)
                     await events.aclose()
                 assert isinstance(event, StreamEnd)
                 latency = (time.perf_counter() - started) * 1000
@@ -479,21 +506,24 @@ class Router:
             log.exception("provider stream raised an unexpected error", extra={"provider": name})
             raise ServerError(name, f"unexpected {type(exc).__name__}") from None
 
-    async def _next_event(
-        self, events: AsyncGenerator[StreamEvent, None], name: str, attempt_deadline: float
-    ) -> StreamEvent:
+    async def _pump(
+        self, events: AsyncGenerator[StreamEvent, None], name: str, attempt_deadline: float, box: _Mailbox
+    ) -> None:
+        """Read the provider's stream into ``box`` until its end (a failure is posted too)."""
         try:
             async with asyncio.timeout_at(attempt_deadline):
-                return await anext(events)
+                async for event in events:
+                    box.post(event)
+                    if isinstance(event, StreamEnd):
+                        return
+            box.post(StreamBroken(name, "stream ended without its end event"))
         except TimeoutError:
-            raise ProviderTimeout(name, "stream stalled past the attempt deadline") from None
-        except StopAsyncIteration:
-            raise StreamBroken(name, "stream ended without its end event") from None
-        except ProviderError:
-            raise
+            box.post(ProviderTimeout(name, "stream stalled past the attempt deadline"))
+        except ProviderError as err:
+            box.post(err)
         except Exception as exc:
             log.exception("provider stream raised an unexpected error", extra={"provider": name})
-            raise StreamBroken(name, f"unexpected {type(exc).__name__}") from None
+            box.post(StreamBroken(name, f"unexpected {type(exc).__name__}"))
 
     async def _fail(self, plan: Plan, name: str, permit: Permit, err: ProviderError, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -573,8 +603,8 @@ class Router:
             latency_ms=done.latency_ms,
             request_id=request_id_var.get(),
         )
+        self.ledger.submit(charge)
         await asyncio.gather(
-            self._safe(self.ledger.record(charge), "ledger"),
             self._safe(self.limiter.add_tokens(name, done.usage.total_tokens), "rate limiter"),
             self._safe(self._save_session(plan, name), "session"),
         )
@@ -602,6 +632,41 @@ class Router:
             await coro  # type: ignore[misc]
         except Exception as exc:  # bookkeeping must not fail an answered request
             log.error("bookkeeping failed", extra={"what": what, "error": f"{type(exc).__name__}: {exc}"})
+
+
+class _Mailbox:
+    """Provider events waiting to be sent; ``take`` merges every delta waiting into one.
+
+    When the client side keeps up, each take returns one event as soon as it arrives; when
+    sending falls behind, the deltas that queued up meanwhile go out as one message, so a busy
+    router sends fewer, larger messages instead of falling further behind. Nothing ever waits
+    to be merged.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[StreamEvent | ProviderError] = deque()
+        self._ready = asyncio.Event()
+
+    def post(self, item: StreamEvent | ProviderError) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def take(self, parts: list[str]) -> StreamEvent:
+        """The next delta (merged; also appended to ``parts``) or the end; raises a posted failure."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        texts: list[str] = []
+        while self._items and isinstance(self._items[0], StreamDelta):
+            texts.append(self._items.popleft().text)  # type: ignore[union-attr]
+        if texts:
+            text = "".join(texts)
+            parts.append(text)
+            return StreamDelta(text)
+        item = self._items.popleft()
+        if isinstance(item, ProviderError):
+            raise item
+        return item
 
 
 def _tries(plan: Plan) -> int:

@@ -5,10 +5,18 @@ purpose, timings) and an ``$inc`` on its ``router_costs_daily`` row (day, user, 
 GetCosts reads the daily rows. Budgets need the day's spend on every request, so the same
 amounts also go to Redis counters (shared by replicas, expiring after two days); a counter
 missing after a Redis restart is rebuilt from the daily rows.
+
+Writes are batched off the request path: ``submit`` queues a charge and a background flusher
+writes every ``flush_seconds`` (or at ``batch_size`` charges) with one ``insert_many``, one
+``bulk_write`` of the daily increments and one Redis pipeline. Charges still queued count in
+this replica's budget checks, GetCosts flushes first, and ``close`` flushes what is left, so
+nothing is lost on a clean shutdown (a crash can lose at most one flush interval).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -17,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from masterx_runtime.errors import InvalidArgument
 
@@ -32,6 +41,7 @@ INDEXES = {
     DAILY: [IndexModel([("day", ASCENDING), ("user_id", ASCENDING), ("provider", ASCENDING)])],
 }
 _COUNTER_TTL = 2 * 86400
+_SUMS = ("requests", "input_tokens", "output_tokens", "cost_usd")
 
 
 def utc_day(ts: float | None = None) -> str:
@@ -74,10 +84,24 @@ class CostRow:
 
 
 class CostLedger:
-    def __init__(self, db: AsyncDatabase[Any], redis: aioredis.Redis, *, key_prefix: str = "masterx:") -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Any],
+        redis: aioredis.Redis,
+        *,
+        key_prefix: str = "masterx:",
+        flush_seconds: float = 0.05,
+        batch_size: int = 500,
+    ) -> None:
         self.db = db
         self.redis = redis
         self.prefix = f"{key_prefix}router:spend:"
+        self.flush_seconds = flush_seconds
+        self.batch_size = batch_size
+        self._pending: list[tuple[Charge, float]] = []
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
 
     def _user_key(self, day: str, user: str) -> str:
         return f"{self.prefix}{day}:u:{user}"
@@ -85,33 +109,94 @@ class CostLedger:
     def _provider_key(self, day: str, provider: str) -> str:
         return f"{self.prefix}{day}:p:{provider}"
 
+    def submit(self, charge: Charge, ts: float | None = None) -> None:
+        """Queue one answered request for the next flush (never blocks the request)."""
+        self._pending.append((charge, time.time() if ts is None else ts))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._run(), name="ledger-flush")
+        if len(self._pending) >= self.batch_size:
+            self._wakeup.set()
+
     async def record(self, charge: Charge, ts: float | None = None) -> None:
-        """Write the request and its daily aggregate; bump the budget counters."""
-        now = time.time() if ts is None else ts
-        day = utc_day(now)
-        doc = {**charge.__dict__, "day": day, "ts": dt.datetime.fromtimestamp(now, dt.UTC)}
+        """Queue and write at once (tests, tools)."""
+        self.submit(charge, ts)
+        await self.flush()
+
+    async def _run(self) -> None:
+        while self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.flush_seconds)
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued charge now."""
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._write(batch)
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def _write(self, batch: list[tuple[Charge, float]]) -> None:
+        docs = []
+        daily: dict[str, dict[str, Any]] = {}
+        counters: dict[str, float] = {}
+        for charge, ts in batch:
+            day = utc_day(ts)
+            docs.append({**charge.__dict__, "day": day, "ts": dt.datetime.fromtimestamp(ts, dt.UTC)})
+            row = daily.setdefault(
+                f"{day}|{charge.user_id}|{charge.provider}",
+                {"day": day, "user_id": charge.user_id, "provider": charge.provider, "inc": dict.fromkeys(_SUMS, 0)},
+            )
+            inc = row["inc"]
+            inc["requests"] += 1
+            inc["input_tokens"] += charge.input_tokens
+            inc["output_tokens"] += charge.output_tokens
+            inc["cost_usd"] += charge.cost_usd
+            for key in (self._provider_key(day, charge.provider), self._user_key(day, charge.user_id)):
+                counters[key] = counters.get(key, 0.0) + charge.cost_usd
         try:
-            await self.db[LEDGER].insert_one(doc)
-            await self.db[DAILY].update_one(
-                {"_id": f"{day}|{charge.user_id}|{charge.provider}"},
-                {
-                    "$setOnInsert": {"day": day, "user_id": charge.user_id, "provider": charge.provider},
-                    "$inc": {
-                        "requests": 1,
-                        "input_tokens": charge.input_tokens,
-                        "output_tokens": charge.output_tokens,
-                        "cost_usd": charge.cost_usd,
-                    },
-                },
-                upsert=True,
+            await self.db[LEDGER].insert_many(docs, ordered=False)
+            await self.db[DAILY].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": key},
+                        {
+                            "$setOnInsert": {"day": r["day"], "user_id": r["user_id"], "provider": r["provider"]},
+                            "$inc": r["inc"],
+                        },
+                        upsert=True,
+                    )
+                    for key, r in daily.items()
+                ],
+                ordered=False,
             )
         except PyMongoError as exc:
-            log.error("ledger write failed", extra={"provider": charge.provider, "error": str(exc)})
-        pipe = self.redis.pipeline(transaction=False)
-        for key in (self._provider_key(day, charge.provider), self._user_key(day, charge.user_id)):
-            pipe.incrbyfloat(key, charge.cost_usd)
-            pipe.expire(key, _COUNTER_TTL)
-        await pipe.execute()
+            log.error("ledger write failed", extra={"charges": len(batch), "error": str(exc)})
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, amount in counters.items():
+                pipe.incrbyfloat(key, amount)
+                pipe.expire(key, _COUNTER_TTL)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.error("spend counters not updated", extra={"error": str(exc)})
+
+    def _queued(self, day: str, user_id: str, names: list[str]) -> tuple[float, dict[str, float]]:
+        user = 0.0
+        by_provider: dict[str, float] = {}
+        for charge, ts in self._pending:
+            if utc_day(ts) != day:
+                continue
+            if charge.user_id == user_id:
+                user += charge.cost_usd
+            by_provider[charge.provider] = by_provider.get(charge.provider, 0.0) + charge.cost_usd
+        return user, by_provider
 
     async def spend_today(self, user_id: str, providers: Iterable[str]) -> tuple[float, dict[str, float]]:
         """(user's spend, {provider: spend}) for the current UTC day, one Redis round trip."""
@@ -123,14 +208,21 @@ class CostLedger:
         if missing:
             values = await self._rebuild(day, user_id, names, values, missing)
         spent = [float(v) if v is not None else 0.0 for v in values]
-        return spent[0], dict(zip(names, spent[1:], strict=True))
+        queued_user, queued = self._queued(day, user_id, names)
+        return spent[0] + queued_user, {n: s + queued.get(n, 0.0) for n, s in zip(names, spent[1:], strict=True)}
 
     async def _rebuild(
         self, day: str, user_id: str, names: list[str], values: list[Any], missing: list[int]
     ) -> list[Any]:
         """Counters absent from Redis (first request of the day, or Redis was reset): sum the daily rows."""
+        wanted: list[dict[str, Any]] = []
+        if 0 in missing:
+            wanted.append({"user_id": user_id})
+        providers_missing = [names[i - 1] for i in missing if i > 0]
+        if providers_missing:
+            wanted.append({"provider": {"$in": providers_missing}})
         try:
-            rows = [r async for r in self.db[DAILY].find({"day": day})]
+            rows = [r async for r in self.db[DAILY].find({"day": day, "$or": wanted})]
         except PyMongoError as exc:
             log.warning("spend rebuild failed", extra={"error": str(exc)})
             return values
@@ -153,6 +245,7 @@ class CostLedger:
         return out
 
     async def costs(self, user_id: str, provider: str, since_day: str, until_day: str) -> list[CostRow]:
+        await self.flush()
         query: dict[str, Any] = {"day": {"$gte": since_day, "$lte": until_day}}
         if user_id:
             query["user_id"] = user_id

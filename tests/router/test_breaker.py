@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from services.router.breaker import CLOSED, HALF_OPEN, OPEN, BreakerBoard, BreakerConfig
 
@@ -49,7 +51,10 @@ async def call(b: BreakerBoard, name: str, ok: bool, seconds: float = 0.01) -> s
     return await b.record(name, permit, ok=ok, seconds=seconds)
 
 
-async def test_full_cycle_closed_open_half_open_closed(board: tuple[BreakerBoard, FakeClock]) -> None:
+async def test_full_cycle_closed_open_half_open_closed(
+    board: tuple[BreakerBoard, FakeClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="masterx.router.breaker")
     b, clock = board
     assert await call(b, "p", ok=False) == CLOSED  # 1 call < min_calls
     assert await call(b, "p", ok=True) == CLOSED
@@ -58,6 +63,7 @@ async def test_full_cycle_closed_open_half_open_closed(board: tuple[BreakerBoard
     assert await call(b, "p", ok=False) == OPEN  # 2/4 failed = threshold
     view = b.views["p"]
     assert (view.trips, view.open_until) == (1, clock.t + 10)
+    assert REGISTRY.get_sample_value("masterx_router_breaker_state", {"provider": "p"}) == 2
     assert b.check("p") == OPEN and await call(b, "p", ok=True) is None
 
     clock.t += 10  # the wait is over: next caller probes
@@ -71,6 +77,13 @@ async def test_full_cycle_closed_open_half_open_closed(board: tuple[BreakerBoard
     assert await b.record("p", second, ok=True, seconds=0.01) == CLOSED
     assert b.views["p"].trips == 0 and b.check("p") == CLOSED
     assert b.check("q") == CLOSED  # providers are independent
+    assert REGISTRY.get_sample_value("masterx_router_breaker_state", {"provider": "p"}) == 0
+    transitions = [(r.from_state, r.to_state) for r in caplog.records if r.msg == "breaker transition"]  # type: ignore[attr-defined]
+    assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    counted = REGISTRY.get_sample_value(
+        "masterx_router_breaker_transitions_total", {"provider": "p", "from_state": "half_open", "to_state": "closed"}
+    )
+    assert counted is not None and counted >= 1
 
 
 async def test_failed_trial_reopens_with_growing_capped_wait(board: tuple[BreakerBoard, FakeClock]) -> None:

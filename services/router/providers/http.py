@@ -42,7 +42,7 @@ _MAX_ERROR_TEXT = 300
 
 
 def make_http_client(connect_timeout: float = 5.0, max_connections: int = 1000) -> httpx.AsyncClient:
-    """The one pooled client every remote provider shares (keep-alive across requests)."""
+    """A pooled client (keep-alive across requests)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(60.0, connect=connect_timeout),
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
@@ -51,22 +51,40 @@ def make_http_client(connect_timeout: float = 5.0, max_connections: int = 1000) 
     )
 
 
+class ClientShards:
+    """Several pooled clients used in turn.
+
+    httpcore scans its whole pool for every request it places (``is_idle``/``has_expired`` on
+    each connection), which costs about a millisecond of CPU per request once a couple of
+    hundred streams are open; a few smaller pools keep that scan short.
+    """
+
+    def __init__(self, shards: int = 8, connect_timeout: float = 5.0, max_connections: int = 1000) -> None:
+        per_shard = max(max_connections // shards, 16)
+        self.clients = [make_http_client(connect_timeout, per_shard) for _ in range(shards)]
+        self._next = 0
+
+    def pick(self) -> httpx.AsyncClient:
+        self._next = (self._next + 1) % len(self.clients)
+        return self.clients[self._next]
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
 @dataclass
 class SseEvent:
     event: str
     data: str
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    """Parse a text/event-stream body (LF or CRLF line ends) into events."""
+def parse_sse_block(block: bytes) -> SseEvent | None:
+    """One event (the lines between blank lines) -> SseEvent; comments and empty data -> None."""
     event, data = "", list[str]()
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield SseEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
+    for raw in block.split(b"\n"):
+        line = raw.decode("utf-8", "replace")
+        if not line or line.startswith(":"):
             continue
         key, _, value = line.partition(":")
         value = value.removeprefix(" ")
@@ -74,16 +92,46 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[SseEvent]:
             event = value
         elif key == "data":
             data.append(value)
-    if data:
-        yield SseEvent(event or "message", "\n".join(data))
+    return SseEvent(event or "message", "\n".join(data)) if data else None
+
+
+async def iter_sse_batches(response: httpx.Response) -> AsyncIterator[list[SseEvent]]:
+    """Parse a text/event-stream body; yields the complete events of each network read together.
+
+    Events that arrive in one read are handed over as one batch, so a busy router forwards
+    them to its client as one message instead of many (no added latency: nothing waits).
+    """
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        buffer += chunk
+        if b"\r" in buffer:
+            keep_cr = buffer.endswith(b"\r")  # a CRLF split across reads
+            buffer = buffer.replace(b"\r\n", b"\n")
+            if keep_cr:
+                buffer = buffer[:-1]
+            buffer = buffer.replace(b"\r", b"\n")
+            if keep_cr:
+                buffer += b"\r"
+        if b"\n\n" not in buffer:
+            continue
+        *blocks, buffer = buffer.split(b"\n\n")
+        events = [e for e in map(parse_sse_block, blocks) if e is not None]
+        if events:
+            yield events
+    tail = parse_sse_block(buffer.replace(b"\r", b"\n")) if buffer.strip() else None
+    if tail is not None:
+        yield [tail]
 
 
 class HttpProvider(Provider, abc.ABC):
     """A provider reached over HTTP with JSON bodies and SSE streams."""
 
-    def __init__(self, spec: ProviderSpec, client: httpx.AsyncClient, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, spec: ProviderSpec, client: httpx.AsyncClient | ClientShards, environ: dict[str, str] | None = None
+    ) -> None:
         super().__init__(spec)
-        self._client = client
+        self._shards = client if isinstance(client, ClientShards) else None
+        self._client = client.clients[0] if isinstance(client, ClientShards) else client
         env = os.environ if environ is None else environ
         self._api_key = env.get(spec.api_key_env, "") if spec.api_key_env else ""
 
@@ -119,6 +167,9 @@ class HttpProvider(Provider, abc.ABC):
     @property
     def has_key(self) -> bool:
         return bool(self._api_key)
+
+    def _pick(self) -> httpx.AsyncClient:
+        return self._shards.pick() if self._shards is not None else self._client
 
     def _headers(self) -> dict[str, str]:
         return {"content-type": "application/json", **self.spec.headers, **self._auth_headers()}
@@ -166,7 +217,7 @@ class HttpProvider(Provider, abc.ABC):
     async def complete(self, request: ChatRequest, timeout: float) -> Completion:
         started = time.perf_counter()
         with self._mapped_errors([False]):
-            response = await self._client.post(
+            response = await self._pick().post(
                 self._url(stream=False),
                 json=self._body(request, stream=False),
                 headers=self._headers(),
@@ -181,7 +232,7 @@ class HttpProvider(Provider, abc.ABC):
         started_stream = [False]
         parser = self._stream_parser(request)
         with self._mapped_errors(started_stream):
-            async with self._client.stream(
+            async with self._pick().stream(
                 "POST",
                 self._url(stream=True),
                 json=self._body(request, stream=True),
@@ -190,11 +241,16 @@ class HttpProvider(Provider, abc.ABC):
             ) as response:
                 await self._raise_for_status(response)
                 started_stream[0] = True
-                async for event in iter_sse(response):
-                    for item in parser.feed(event):
-                        yield item
+                async for events in iter_sse_batches(response):
                     if parser.finished:
-                        break
+                        continue  # read to the end of the body so the connection goes back to the pool
+                    texts = []
+                    for event in events:
+                        texts += [d.text for d in parser.feed(event)]
+                        if parser.finished:
+                            break
+                    if texts:
+                        yield StreamDelta("".join(texts))
         if not parser.finished:
             raise StreamBroken(self.name, "stream ended without its end marker")
         yield parser.end(self.spec.model)

@@ -25,6 +25,7 @@ from services.router.config import RouterSettings
 from services.router.providers.anthropic import AnthropicProvider
 from services.router.providers.base import Provider, ProviderSpec
 from services.router.providers.gemini import GeminiProvider
+from services.router.providers.http import ClientShards
 from services.router.providers.local import LocalLlamaProvider, local_spec
 from services.router.providers.openai import OpenAIProvider
 
@@ -220,7 +221,9 @@ def load_specs(cfg: RouterSettings, environ: Mapping[str, str] | None = None) ->
     return specs
 
 
-def build_provider(spec: ProviderSpec, client: httpx.AsyncClient, environ: Mapping[str, str] | None = None) -> Provider:
+def build_provider(
+    spec: ProviderSpec, client: httpx.AsyncClient | ClientShards, environ: Mapping[str, str] | None = None
+) -> Provider:
     env = dict(os.environ if environ is None else environ)
     if spec.kind == "openai":
         return OpenAIProvider(spec, client, env)
