@@ -29,7 +29,13 @@ def test_bad_providers_config_exits_2_with_every_problem_listed() -> None:
     assert "sk-do-not-print-me" not in proc.stderr + proc.stdout
 
 
-def test_no_provider_at_all_exits_2() -> None:
+def test_bad_setting_exits_2() -> None:
     proc = run({"ROUTER_BREAKER_WINDOW_TYPE": "sideways"})
     assert proc.returncode == 2
-    assert "ROUTER_BREAKER_WINDOW_TYPE" in proc.stderr
+    assert "ROUTER_BREAKER_WINDOW_TYPE" in proc.stderr and "count, time" in proc.stderr
+
+
+def test_no_provider_at_all_exits_2() -> None:
+    proc = run({})
+    assert proc.returncode == 2
+    assert "no providers configured" in proc.stderr

@@ -237,6 +237,7 @@ def test_bad_providers_file_lists_every_problem(tmp_path: Path) -> None:
         {"name": "b", "kind": "carrier-pigeon", "base_url": "x", "model": "m", "api_key": "sk-secret", "colour": 1},
         {"name": "c", "kind": "openai", "base_url": "x", "model": "m", "input_price_per_mtok": -1},
         {"name": "c", "kind": "openai", "base_url": "x", "model": "m"},
+        {"name": "d", "kind": "openai", "base_url": "x", "model": "m", "quality": {"cooking": 90}},
     ]
     with pytest.raises(ConfigError) as info:
         load_specs(settings(providers_json=json.dumps(doc)), {})

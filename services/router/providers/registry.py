@@ -21,6 +21,7 @@ import httpx
 import yaml
 
 from masterx_runtime.config import ConfigError
+from services.router.classifier.model import CATEGORIES
 from services.router.config import RouterSettings
 from services.router.providers.anthropic import AnthropicProvider
 from services.router.providers.base import Provider, ProviderSpec
@@ -32,6 +33,7 @@ from services.router.providers.openai import OpenAIProvider
 log = logging.getLogger("masterx.router.providers")
 
 KINDS = ("openai", "anthropic", "gemini", "local")
+QUALITY_KEYS = ("default", *CATEGORIES)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 #: Providers added when their key is in the environment (prices: list prices per 1M tokens).
