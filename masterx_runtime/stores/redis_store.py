@@ -25,15 +25,20 @@ class RedisSettings:
 
 
 async def connect_redis(cfg: RedisSettings) -> aioredis.Redis:
-    """Connect and PING; raise :class:`Unavailable` with the URL's host if Redis does not answer."""
-    client = aioredis.Redis.from_url(
+    """Connect and PING; raise :class:`Unavailable` if Redis does not answer.
+
+    The pool *blocks* (up to the command timeout) for a free connection when more than
+    ``max_connections`` commands are in flight, instead of failing them under load.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         cfg.url,
+        max_connections=cfg.max_connections,
+        timeout=cfg.socket_timeout_seconds,
         socket_timeout=cfg.socket_timeout_seconds,
         socket_connect_timeout=cfg.connect_timeout_seconds,
-        max_connections=cfg.max_connections,
-        decode_responses=False,
         health_check_interval=30,
     )
+    client = aioredis.Redis(connection_pool=pool)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:

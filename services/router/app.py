@@ -11,15 +11,14 @@ from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.config import load
-from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
+from masterx_runtime.errors import InvalidArgument, NotFound
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
-from masterx_runtime.stores.redis_store import RedisSettings
+from masterx_runtime.stores.redis_store import RedisSettings, connect_redis
 from services.router.breaker import BreakerBoard, BreakerConfig
 from services.router.classifier.model import CATEGORY_ENUM, MODEL_PATH, CategoryClassifier
 from services.router.config import RouterSettings
@@ -33,30 +32,6 @@ from services.router.scores import ScoreBook, ScoreRefresher
 from services.router.sessions import SessionStore
 
 log = logging.getLogger("masterx.router")
-
-
-async def connect_redis_blocking(cfg: RedisSettings) -> aioredis.Redis:
-    """A Redis client whose pool waits for a free connection instead of failing.
-
-    (``masterx_runtime.stores.redis_store.connect_redis`` builds a non-blocking pool, which
-    raises MaxConnectionsError as soon as more requests than REDIS_MAX_CONNECTIONS are in
-    flight; at 200 concurrent streams that is every busy moment.)
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        cfg.url,
-        max_connections=cfg.max_connections,
-        timeout=cfg.socket_timeout_seconds,
-        socket_timeout=cfg.socket_timeout_seconds,
-        socket_connect_timeout=cfg.connect_timeout_seconds,
-        health_check_interval=30,
-    )
-    client = aioredis.Redis(connection_pool=pool)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        raise Unavailable(f"redis not reachable: {exc}", dependency="redis") from exc
-    return client
 
 
 def breaker_config(cfg: RouterSettings) -> BreakerConfig:
@@ -158,7 +133,7 @@ class RouterApp(ServiceApp):
 
     async def start(self) -> None:
         """Connect Redis and MongoDB, build providers and breakers; SERVING only after this returns."""
-        self.redis = await connect_redis_blocking(self.redis_cfg)
+        self.redis = await connect_redis(self.redis_cfg)
         self.mongo = MongoStore(self.mongo_cfg)
         await self.mongo.connect(indexes=INDEXES)
         prefix = self.redis_cfg.key_prefix
