@@ -35,20 +35,36 @@ class _RunState:
 class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RUN_STATE_UNSPECIFIED: _RunState.ValueType  # 0
+    """Not set; the service never returns it."""
     RUN_STATE_PENDING: _RunState.ValueType  # 1
+    """Created and its suites leased; no item started yet."""
     RUN_STATE_RUNNING: _RunState.ValueType  # 2
+    """Items are being generated and scored."""
     RUN_STATE_SUCCEEDED: _RunState.ValueType  # 3
+    """Every item finished and the scores were stored; only these runs feed leaderboards."""
     RUN_STATE_FAILED: _RunState.ValueType  # 4
+    """Ended by an error (no provider answered any item, storage failed, lease lost, replica
+    stopped); `error` says why.
+    """
     RUN_STATE_CANCELLED: _RunState.ValueType  # 5
+    """Ended by CancelRun or a stopping service; finished items stay recorded, no scores."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper): ...
 
 RUN_STATE_UNSPECIFIED: RunState.ValueType  # 0
+"""Not set; the service never returns it."""
 RUN_STATE_PENDING: RunState.ValueType  # 1
+"""Created and its suites leased; no item started yet."""
 RUN_STATE_RUNNING: RunState.ValueType  # 2
+"""Items are being generated and scored."""
 RUN_STATE_SUCCEEDED: RunState.ValueType  # 3
+"""Every item finished and the scores were stored; only these runs feed leaderboards."""
 RUN_STATE_FAILED: RunState.ValueType  # 4
+"""Ended by an error (no provider answered any item, storage failed, lease lost, replica
+stopped); `error` says why.
+"""
 RUN_STATE_CANCELLED: RunState.ValueType  # 5
+"""Ended by CancelRun or a stopping service; finished items stay recorded, no scores."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 @_typing.final
@@ -104,12 +120,15 @@ class RunStatus(_message.Message):
     run_id: _builtins.str
     """Run id."""
     state: Global___RunState.ValueType
+    """Lifecycle state."""
     completed_items: _builtins.int
     """Items finished / total (items x providers)."""
     total_items: _builtins.int
+    """Items in the run: suite items (capped by max_items_per_suite) x providers."""
     started_at: _builtins.float
     """Unix seconds."""
     finished_at: _builtins.float
+    """Unix seconds when the run ended (0 while pending or running)."""
     error: _builtins.str
     """Why the run failed or was cancelled."""
     trigger: _builtins.str
@@ -150,6 +169,7 @@ class WatchRunRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    """Run id from StartRun (unknown = NOT_FOUND)."""
     def __init__(
         self,
         *,
@@ -197,6 +217,7 @@ class CancelRunRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    """Run to cancel (unknown = NOT_FOUND, already ended = FAILED_PRECONDITION)."""
     def __init__(
         self,
         *,
@@ -216,6 +237,7 @@ class GetRunRequest(_message.Message):
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    """Run id from StartRun (unknown = NOT_FOUND)."""
     def __init__(
         self,
         *,
@@ -237,6 +259,7 @@ class ListItemResultsRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    """Run id from StartRun (unknown = NOT_FOUND)."""
     provider: _builtins.str
     """Filter by provider (empty = all)."""
     category: _common_pb2.Category.ValueType
@@ -276,8 +299,11 @@ class ItemResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SUITE_VERSION_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
+    """Run that produced the result."""
     provider: _builtins.str
+    """Provider that answered, as the router names it."""
     category: _common_pb2.Category.ValueType
+    """Category of the item's suite."""
     item_id: _builtins.str
     """Suite item id."""
     quality: _builtins.float
@@ -287,6 +313,7 @@ class ItemResult(_message.Message):
     ttft_ms: _builtins.float
     """Time to first token, in milliseconds."""
     cost_usd: _builtins.float
+    """Cost of the answer in US dollars, as the router priced it (0 when the provider failed)."""
     scorer: _builtins.str
     """How the score was obtained ("numeric", "unit_tests", "keywords", "rubric", "judge")."""
     error: _builtins.str
@@ -294,7 +321,9 @@ class ItemResult(_message.Message):
     suite_version: _builtins.str
     """Suite version."""
     @_builtins.property
-    def tokens(self) -> _common_pb2.TokenUsage: ...
+    def tokens(self) -> _common_pb2.TokenUsage:
+        """Tokens of the answer as the router reported them (0 when the provider failed)."""
+
     @_builtins.property
     def evidence(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Evidence behind the score (parsed answer, tests passed, rubric checks...)."""
@@ -330,7 +359,9 @@ class ListItemResultsResponse(_message.Message):
 
     ITEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemResult]: ...
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ItemResult]:
+        """Matching results in the order they were stored (completion order)."""
+
     def __init__(
         self,
         *,
@@ -364,8 +395,11 @@ class ProviderScore(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     MEASURED_AT_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
+    """Provider name, as the router names it."""
     model: _builtins.str
+    """Model that answered most of the items (empty when no item succeeded)."""
     category: _common_pb2.Category.ValueType
+    """Category of the score."""
     quality: _builtins.float
     """0-100."""
     speed: _builtins.float
@@ -418,6 +452,7 @@ class GetLeaderboardRequest(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     MAX_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
+    """Category to rank (required; unspecified = INVALID_ARGUMENT)."""
     max_age_seconds: _builtins.int
     """Ignore scores older than this (0 = configured default)."""
     def __init__(
@@ -441,6 +476,7 @@ class Leaderboard(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
+    """Category of the leaderboard."""
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderScore]:
         """Best first by final_score."""
@@ -509,6 +545,7 @@ class GetProviderHistoryRequest(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
+    """Provider name (required)."""
     category: _common_pb2.Category.ValueType
     """Unspecified = all categories."""
     limit: _builtins.int
@@ -576,12 +613,17 @@ class Suite(_message.Message):
     SPEED_WEIGHT_FIELD_NUMBER: _builtins.int
     COST_WEIGHT_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
+    """Category the suite measures."""
     version: _builtins.str
+    """The suite file's version plus a short hash of its content, e.g. "1.0+1a2b3c4d"."""
     items: _builtins.int
+    """Number of items in the suite."""
     quality_weight: _builtins.float
     """Category weights used for final_score."""
     speed_weight: _builtins.float
+    """Weight of the speed score (the three weights sum to 1)."""
     cost_weight: _builtins.float
+    """Weight of the cost score."""
     def __init__(
         self,
         *,
@@ -606,7 +648,9 @@ class ListSuitesResponse(_message.Message):
 
     SUITES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suite]: ...
+    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suite]:
+        """One suite per category, in Category enum order."""
+
     def __init__(
         self,
         *,

@@ -70,6 +70,7 @@ class _LearningState:
 class _LearningStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LearningState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LEARNING_STATE_UNSPECIFIED: _LearningState.ValueType  # 0
+    """Not set (no emotion result); readers treat it as no signal."""
     LEARNING_STATE_CONFUSED: _LearningState.ValueType  # 1
     """Not following the material."""
     LEARNING_STATE_FRUSTRATED: _LearningState.ValueType  # 2
@@ -89,6 +90,7 @@ class LearningState(_LearningState, metaclass=_LearningStateEnumTypeWrapper):
     """What the student's emotional state means for learning right now."""
 
 LEARNING_STATE_UNSPECIFIED: LearningState.ValueType  # 0
+"""Not set (no emotion result); readers treat it as no signal."""
 LEARNING_STATE_CONFUSED: LearningState.ValueType  # 1
 """Not following the material."""
 LEARNING_STATE_FRUSTRATED: LearningState.ValueType  # 2
@@ -112,21 +114,37 @@ class _ReadinessLevel:
 class _ReadinessLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReadinessLevel.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     READINESS_LEVEL_UNSPECIFIED: _ReadinessLevel.ValueType  # 0
+    """Not set (no emotion result)."""
     READINESS_LEVEL_NOT_READY: _ReadinessLevel.ValueType  # 1
+    """Readiness.score below the first cut point of the parameter file (0.2 in learning_v1): not
+    ready for new material.
+    """
     READINESS_LEVEL_LOW: _ReadinessLevel.ValueType  # 2
+    """Score in [0.2, 0.4) (learning_v1 cut points)."""
     READINESS_LEVEL_MODERATE: _ReadinessLevel.ValueType  # 3
+    """Score in [0.4, 0.6) (learning_v1 cut points)."""
     READINESS_LEVEL_HIGH: _ReadinessLevel.ValueType  # 4
+    """Score in [0.6, 0.8) (learning_v1 cut points)."""
     READINESS_LEVEL_OPTIMAL: _ReadinessLevel.ValueType  # 5
+    """Score of 0.8 or more (learning_v1 cut points): the best moment for new material."""
 
 class ReadinessLevel(_ReadinessLevel, metaclass=_ReadinessLevelEnumTypeWrapper):
     """How ready the student is to take in new material."""
 
 READINESS_LEVEL_UNSPECIFIED: ReadinessLevel.ValueType  # 0
+"""Not set (no emotion result)."""
 READINESS_LEVEL_NOT_READY: ReadinessLevel.ValueType  # 1
+"""Readiness.score below the first cut point of the parameter file (0.2 in learning_v1): not
+ready for new material.
+"""
 READINESS_LEVEL_LOW: ReadinessLevel.ValueType  # 2
+"""Score in [0.2, 0.4) (learning_v1 cut points)."""
 READINESS_LEVEL_MODERATE: ReadinessLevel.ValueType  # 3
+"""Score in [0.4, 0.6) (learning_v1 cut points)."""
 READINESS_LEVEL_HIGH: ReadinessLevel.ValueType  # 4
+"""Score in [0.6, 0.8) (learning_v1 cut points)."""
 READINESS_LEVEL_OPTIMAL: ReadinessLevel.ValueType  # 5
+"""Score of 0.8 or more (learning_v1 cut points): the best moment for new material."""
 Global___ReadinessLevel: _TypeAlias = ReadinessLevel  # noqa: Y015
 
 class _InterventionLevel:
@@ -136,21 +154,41 @@ class _InterventionLevel:
 class _InterventionLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InterventionLevel.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     INTERVENTION_LEVEL_UNSPECIFIED: _InterventionLevel.ValueType  # 0
+    """Not set (no emotion result)."""
     INTERVENTION_LEVEL_NONE: _InterventionLevel.ValueType  # 1
+    """Intervention.score below the first cut point of the parameter file (0.3 in learning_v1): no
+    need to step in; `reasons` is empty.
+    """
     INTERVENTION_LEVEL_LOW: _InterventionLevel.ValueType  # 2
+    """Score in [0.3, 0.5) (learning_v1 cut points)."""
     INTERVENTION_LEVEL_MEDIUM: _InterventionLevel.ValueType  # 3
+    """Score in [0.5, 0.7) (learning_v1 cut points)."""
     INTERVENTION_LEVEL_HIGH: _InterventionLevel.ValueType  # 4
+    """Score in [0.7, 0.85) (learning_v1 cut points); from here on the gateway tells the tutor
+    to check in on the student.
+    """
     INTERVENTION_LEVEL_CRITICAL: _InterventionLevel.ValueType  # 5
+    """Score of 0.85 or more (learning_v1 cut points): the strongest need for support."""
 
 class InterventionLevel(_InterventionLevel, metaclass=_InterventionLevelEnumTypeWrapper):
     """How strongly the tutor should step in."""
 
 INTERVENTION_LEVEL_UNSPECIFIED: InterventionLevel.ValueType  # 0
+"""Not set (no emotion result)."""
 INTERVENTION_LEVEL_NONE: InterventionLevel.ValueType  # 1
+"""Intervention.score below the first cut point of the parameter file (0.3 in learning_v1): no
+need to step in; `reasons` is empty.
+"""
 INTERVENTION_LEVEL_LOW: InterventionLevel.ValueType  # 2
+"""Score in [0.3, 0.5) (learning_v1 cut points)."""
 INTERVENTION_LEVEL_MEDIUM: InterventionLevel.ValueType  # 3
+"""Score in [0.5, 0.7) (learning_v1 cut points)."""
 INTERVENTION_LEVEL_HIGH: InterventionLevel.ValueType  # 4
+"""Score in [0.7, 0.85) (learning_v1 cut points); from here on the gateway tells the tutor
+to check in on the student.
+"""
 INTERVENTION_LEVEL_CRITICAL: InterventionLevel.ValueType  # 5
+"""Score of 0.85 or more (learning_v1 cut points): the strongest need for support."""
 Global___InterventionLevel: _TypeAlias = InterventionLevel  # noqa: Y015
 
 class _Trajectory:
@@ -160,6 +198,7 @@ class _Trajectory:
 class _TrajectoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trajectory.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TRAJECTORY_UNSPECIFIED: _Trajectory.ValueType  # 0
+    """Not computed: no user_id, or the student's history could not be read in time."""
     TRAJECTORY_IMPROVING: _Trajectory.ValueType  # 1
     """Pleasure trending up."""
     TRAJECTORY_DECLINING: _Trajectory.ValueType  # 2
@@ -177,6 +216,7 @@ class Trajectory(_Trajectory, metaclass=_TrajectoryEnumTypeWrapper):
     """Direction of a student's emotional trend over recent messages."""
 
 TRAJECTORY_UNSPECIFIED: Trajectory.ValueType  # 0
+"""Not computed: no user_id, or the student's history could not be read in time."""
 TRAJECTORY_IMPROVING: Trajectory.ValueType  # 1
 """Pleasure trending up."""
 TRAJECTORY_DECLINING: Trajectory.ValueType  # 2

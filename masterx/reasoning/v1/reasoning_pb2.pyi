@@ -39,23 +39,37 @@ class _Strategy:
 class _StrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Strategy.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STRATEGY_UNSPECIFIED: _Strategy.ValueType  # 0
+    """Not set: the root node (the question itself) has no strategy."""
     STRATEGY_DEDUCTIVE: _Strategy.ValueType  # 1
+    """Apply a general rule or definition to the specifics: one logical inference."""
     STRATEGY_INDUCTIVE: _Strategy.ValueType  # 2
+    """Work out a small or concrete case, notice the pattern, generalise."""
     STRATEGY_ABDUCTIVE: _Strategy.ValueType  # 3
+    """Propose the most plausible answer or explanation and test it against the facts."""
     STRATEGY_ANALOGICAL: _Strategy.ValueType  # 4
+    """Relate the question to a similar, familiar problem and carry its method over."""
     STRATEGY_CAUSAL: _Strategy.ValueType  # 5
+    """Trace cause and effect: what leads to what, and why."""
     STRATEGY_ALGORITHMIC: _Strategy.ValueType  # 6
+    """Follow a precise procedure and compute the next intermediate result exactly."""
 
 class Strategy(_Strategy, metaclass=_StrategyEnumTypeWrapper):
     """Reasoning strategy used to expand a node."""
 
 STRATEGY_UNSPECIFIED: Strategy.ValueType  # 0
+"""Not set: the root node (the question itself) has no strategy."""
 STRATEGY_DEDUCTIVE: Strategy.ValueType  # 1
+"""Apply a general rule or definition to the specifics: one logical inference."""
 STRATEGY_INDUCTIVE: Strategy.ValueType  # 2
+"""Work out a small or concrete case, notice the pattern, generalise."""
 STRATEGY_ABDUCTIVE: Strategy.ValueType  # 3
+"""Propose the most plausible answer or explanation and test it against the facts."""
 STRATEGY_ANALOGICAL: Strategy.ValueType  # 4
+"""Relate the question to a similar, familiar problem and carry its method over."""
 STRATEGY_CAUSAL: Strategy.ValueType  # 5
+"""Trace cause and effect: what leads to what, and why."""
 STRATEGY_ALGORITHMIC: Strategy.ValueType  # 6
+"""Follow a precise procedure and compute the next intermediate result exactly."""
 Global___Strategy: _TypeAlias = Strategy  # noqa: Y015
 
 class _RewardModel:
@@ -95,7 +109,9 @@ class _SelectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Selection.V
     SELECTION_AUTO: _Selection.ValueType  # 0
     """PUCT when the children carry priors (strategy priors for the question kind), else UCB1."""
     SELECTION_UCB1: _Selection.ValueType  # 1
+    """Always UCB1: mean value + c x sqrt(ln N / n); priors are ignored."""
     SELECTION_PUCT: _Selection.ValueType  # 2
+    """Always PUCT: mean value + c x prior x sqrt(N) / (1 + n); uniform priors when none are known."""
 
 class Selection(_Selection, metaclass=_SelectionEnumTypeWrapper):
     """How a node's child is chosen during selection."""
@@ -103,7 +119,9 @@ class Selection(_Selection, metaclass=_SelectionEnumTypeWrapper):
 SELECTION_AUTO: Selection.ValueType  # 0
 """PUCT when the children carry priors (strategy priors for the question kind), else UCB1."""
 SELECTION_UCB1: Selection.ValueType  # 1
+"""Always UCB1: mean value + c x sqrt(ln N / n); priors are ignored."""
 SELECTION_PUCT: Selection.ValueType  # 2
+"""Always PUCT: mean value + c x prior x sqrt(N) / (1 + n); uniform priors when none are known."""
 Global___Selection: _TypeAlias = Selection  # noqa: Y015
 
 class _BestPathBy:
@@ -133,19 +151,33 @@ class _Purpose:
 class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PURPOSE_UNSPECIFIED: _Purpose.ValueType  # 0
+    """Not set: GenerateProblem uses FOCUS; never returned in a plan or a trace."""
     PURPOSE_FOCUS: _Purpose.ValueType  # 1
+    """Main practice; half the slots of a planned session (practice.yaml defaults)."""
     PURPOSE_REINFORCE: _Purpose.ValueType  # 2
+    """Reinforcement; a fifth of the slots."""
     PURPOSE_REVIEW: _Purpose.ValueType  # 3
+    """Review; a fifth of the slots."""
     PURPOSE_CHALLENGE: _Purpose.ValueType  # 4
+    """Stretch practice; a tenth of the slots, and every term after the first must cost at least 1
+    (needs a complement).
+    """
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
     """Purpose of a practice slot."""
 
 PURPOSE_UNSPECIFIED: Purpose.ValueType  # 0
+"""Not set: GenerateProblem uses FOCUS; never returned in a plan or a trace."""
 PURPOSE_FOCUS: Purpose.ValueType  # 1
+"""Main practice; half the slots of a planned session (practice.yaml defaults)."""
 PURPOSE_REINFORCE: Purpose.ValueType  # 2
+"""Reinforcement; a fifth of the slots."""
 PURPOSE_REVIEW: Purpose.ValueType  # 3
+"""Review; a fifth of the slots."""
 PURPOSE_CHALLENGE: Purpose.ValueType  # 4
+"""Stretch practice; a tenth of the slots, and every term after the first must cost at least 1
+(needs a complement).
+"""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
 class _PartType:
@@ -155,17 +187,29 @@ class _PartType:
 class _PartTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PartType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PART_TYPE_UNSPECIFIED: _PartType.ValueType  # 0
+    """Not set: GenerateProblem uses ABACUS; not allowed in PlanPracticeSessionRequest.part_types."""
     PART_TYPE_ABACUS: _PartType.ValueType  # 1
+    """Worked on a physical soroban; the first block of a planned session."""
     PART_TYPE_VISUALIZATION: _PartType.ValueType  # 2
+    """Worked mentally on an imagined soroban; terms capped at cost 3 except in challenge slots
+    (practice.yaml defaults).
+    """
     PART_TYPE_LINEAR: _PartType.ValueType  # 3
+    """Linear part: the last block of a planned session; same default bounds as ABACUS."""
 
 class PartType(_PartType, metaclass=_PartTypeEnumTypeWrapper):
     """How a practice part is done."""
 
 PART_TYPE_UNSPECIFIED: PartType.ValueType  # 0
+"""Not set: GenerateProblem uses ABACUS; not allowed in PlanPracticeSessionRequest.part_types."""
 PART_TYPE_ABACUS: PartType.ValueType  # 1
+"""Worked on a physical soroban; the first block of a planned session."""
 PART_TYPE_VISUALIZATION: PartType.ValueType  # 2
+"""Worked mentally on an imagined soroban; terms capped at cost 3 except in challenge slots
+(practice.yaml defaults).
+"""
 PART_TYPE_LINEAR: PartType.ValueType  # 3
+"""Linear part: the last block of a planned session; same default bounds as ABACUS."""
 Global___PartType: _TypeAlias = PartType  # noqa: Y015
 
 class _MasteryState:
@@ -175,21 +219,33 @@ class _MasteryState:
 class _MasteryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MasteryState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     MASTERY_STATE_UNSPECIFIED: _MasteryState.ValueType  # 0
+    """Not set; the service always returns one of the states below."""
     MASTERY_STATE_EFFORTLESS: _MasteryState.ValueType  # 1
+    """Mastered more than 30 days ago and not rusty (cost multiplier 1; practice.yaml defaults)."""
     MASTERY_STATE_FLUENT: _MasteryState.ValueType  # 2
+    """Mastered in the last 30 days (or at an unknown time) and not rusty (multiplier 2)."""
     MASTERY_STATE_RUSTY: _MasteryState.ValueType  # 3
+    """Mastered, but not practised for more than 14 days (multiplier 2.5)."""
     MASTERY_STATE_PRACTICING: _MasteryState.ValueType  # 4
+    """Stored level "practicing" (multiplier 3)."""
     MASTERY_STATE_LEARNING: _MasteryState.ValueType  # 5
+    """Stored level "learning", or no record for the skill (multiplier 4)."""
 
 class MasteryState(_MasteryState, metaclass=_MasteryStateEnumTypeWrapper):
     """Student's mastery of a skill."""
 
 MASTERY_STATE_UNSPECIFIED: MasteryState.ValueType  # 0
+"""Not set; the service always returns one of the states below."""
 MASTERY_STATE_EFFORTLESS: MasteryState.ValueType  # 1
+"""Mastered more than 30 days ago and not rusty (cost multiplier 1; practice.yaml defaults)."""
 MASTERY_STATE_FLUENT: MasteryState.ValueType  # 2
+"""Mastered in the last 30 days (or at an unknown time) and not rusty (multiplier 2)."""
 MASTERY_STATE_RUSTY: MasteryState.ValueType  # 3
+"""Mastered, but not practised for more than 14 days (multiplier 2.5)."""
 MASTERY_STATE_PRACTICING: MasteryState.ValueType  # 4
+"""Stored level "practicing" (multiplier 3)."""
 MASTERY_STATE_LEARNING: MasteryState.ValueType  # 5
+"""Stored level "learning", or no record for the skill (multiplier 4)."""
 Global___MasteryState: _TypeAlias = MasteryState  # noqa: Y015
 
 @_typing.final
@@ -432,10 +488,15 @@ class SearchUsage(_message.Message):
     GENERATIONS_FIELD_NUMBER: _builtins.int
     FAILED_GENERATIONS_FIELD_NUMBER: _builtins.int
     iterations: _builtins.int
+    """MCTS iterations run (each selects a leaf, then expands or revisits it)."""
     nodes: _builtins.int
+    """Nodes in the tree, not counting the root."""
     tokens: _builtins.int
+    """Output tokens of every call (steps and judge): what max_tokens limits."""
     cost_usd: _builtins.float
+    """Provider cost of every call in US dollars: what max_cost_usd limits."""
     wall_ms: _builtins.float
+    """Wall-clock time of the search, in milliseconds."""
     generations: _builtins.int
     """Provider calls made."""
     failed_generations: _builtins.int
@@ -622,7 +683,11 @@ class ComplexityBounds(_message.Message):
     MIN_FIELD_NUMBER: _builtins.int
     MAX_FIELD_NUMBER: _builtins.int
     min: _builtins.float
+    """Lowest cost each term after the first may have (sum of its skills' effective costs);
+    >= 0, unset = no minimum.
+    """
     max: _builtins.float
+    """Highest cost each term after the first may have; >= 0, unset = no maximum."""
     def __init__(
         self,
         *,
@@ -692,10 +757,15 @@ class PracticeSlot(_message.Message):
     BOUNDS_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    """Position in the session, from 0."""
     purpose: Global___Purpose.ValueType
+    """Purpose of the slot (never UNSPECIFIED)."""
     part_type: Global___PartType.ValueType
+    """Part type of the slot; part types come in consecutive blocks."""
     @_builtins.property
-    def bounds(self) -> Global___ComplexityBounds: ...
+    def bounds(self) -> Global___ComplexityBounds:
+        """Configured bounds for the purpose and part type, used to generate the problem."""
+
     @_builtins.property
     def problem(self) -> Global___GeneratedProblem:
         """The generated problem for the slot."""
@@ -724,8 +794,11 @@ class PracticePlan(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     SLOTS_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
+    """Student id as given."""
     @_builtins.property
-    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___PracticeSlot]: ...
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___PracticeSlot]:
+        """Slots in session order."""
+
     def __init__(
         self,
         *,
@@ -756,12 +829,15 @@ class GenerateProblemRequest(_message.Message):
     student_id: _builtins.str
     """Student id; mastery is loaded from MongoDB (unknown student = everything "learning")."""
     purpose: Global___Purpose.ValueType
+    """Slot purpose; selects the configured bounds (UNSPECIFIED = FOCUS)."""
     part_type: Global___PartType.ValueType
+    """Part type; selects the configured bounds and digits (UNSPECIFIED = ABACUS)."""
     terms: _builtins.int
     """Number of terms (2-12; 0 = default 4)."""
     digits: _builtins.int
     """Max digits per term (1-3; 0 = default 1)."""
     seed: _builtins.int
+    """Random seed; the same seed, request and mastery give the same problem."""
     allow_subtraction: _builtins.bool
     """Allow subtraction terms."""
     @_builtins.property
@@ -809,6 +885,7 @@ class TraceStep(_message.Message):
     total_before: _builtins.int
     """Running total before and after the term."""
     total_after: _builtins.int
+    """Running total after the term (total_before + term)."""
     complexity_cost: _builtins.float
     """Cost of the term for this student."""
     @_builtins.property
@@ -842,10 +919,17 @@ class SkillMasteryContext(_message.Message):
     MULTIPLIER_FIELD_NUMBER: _builtins.int
     EFFECTIVE_COST_FIELD_NUMBER: _builtins.int
     skill: _builtins.str
+    """Skill id, e.g. "fiveComplements.4=5-1"."""
     mastery: Global___MasteryState.ValueType
+    """The student's state for the skill when the problem was generated."""
     base_cost: _builtins.float
+    """Base cost of the skill's category (practice.yaml: basic 0, five complements 1, ten
+    complements 2, advanced 3).
+    """
     multiplier: _builtins.float
+    """Multiplier for the mastery state (effortless 1 ... learning 4)."""
     effective_cost: _builtins.float
+    """base_cost x multiplier: what one use of the skill adds to a term's cost."""
     def __init__(
         self,
         *,
@@ -876,17 +960,27 @@ class GenerationTrace(_message.Message):
     REJECTED_OVER_MAX_FIELD_NUMBER: _builtins.int
     REJECTED_UNDER_MIN_FIELD_NUMBER: _builtins.int
     total_complexity_cost: _builtins.float
+    """Sum of complexity_cost over steps."""
     purpose: Global___Purpose.ValueType
+    """Purpose the problem was generated for."""
     part_type: Global___PartType.ValueType
+    """Part type the problem was generated for."""
     rejected_over_max: _builtins.int
     """Candidate terms rejected for being over or under budget."""
     rejected_under_min: _builtins.int
+    """Candidate terms rejected for costing less than bounds.min."""
     @_builtins.property
-    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceStep]: ...
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TraceStep]:
+        """Every term in order, the starting number first."""
+
     @_builtins.property
-    def bounds(self) -> Global___ComplexityBounds: ...
+    def bounds(self) -> Global___ComplexityBounds:
+        """Per-term bounds the problem was generated against."""
+
     @_builtins.property
-    def skill_mastery(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMasteryContext]: ...
+    def skill_mastery(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMasteryContext]:
+        """Costing of every skill the problem uses, in order of first use."""
+
     def __init__(
         self,
         *,
@@ -921,7 +1015,9 @@ class GeneratedProblem(_message.Message):
         """Terms in order (first is the starting number)."""
 
     @_builtins.property
-    def trace(self) -> Global___GenerationTrace: ...
+    def trace(self) -> Global___GenerationTrace:
+        """How the problem was built: skills and cost of every term (input to ExplainTrace)."""
+
     def __init__(
         self,
         *,
@@ -943,7 +1039,9 @@ class ExplainTraceRequest(_message.Message):
 
     TRACE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def trace(self) -> Global___GenerationTrace: ...
+    def trace(self) -> Global___GenerationTrace:
+        """A trace from GenerateProblem or a plan slot (at least one step)."""
+
     def __init__(
         self,
         *,
@@ -1022,8 +1120,13 @@ class UpdateMasteryRequest(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     SKILLS_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
+    """Student id (required): 1-128 letters, digits and _.:@-, starting with a letter or digit."""
     @_builtins.property
-    def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMastery]: ...
+    def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMastery]:
+        """Skills to set (at least one, each once; `state` is ignored); skills not listed keep their
+        stored mastery.
+        """
+
     def __init__(
         self,
         *,
@@ -1045,6 +1148,7 @@ class GetMasteryRequest(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     MUST_EXIST_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
+    """Student id (required)."""
     must_exist: _builtins.bool
     """Fail with NOT_FOUND instead of returning an empty mastery."""
     def __init__(
@@ -1068,8 +1172,11 @@ class StudentMastery(_message.Message):
     STUDENT_ID_FIELD_NUMBER: _builtins.int
     SKILLS_FIELD_NUMBER: _builtins.int
     student_id: _builtins.str
+    """Student id as given."""
     @_builtins.property
-    def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMastery]: ...
+    def skills(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkillMastery]:
+        """Every stored skill of the student, sorted by skill id (empty = nothing stored)."""
+
     def __init__(
         self,
         *,

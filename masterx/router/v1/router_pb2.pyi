@@ -39,19 +39,29 @@ class _Purpose:
 class _PurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Purpose.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PURPOSE_UNSPECIFIED: _Purpose.ValueType  # 0
+    """Not given; recorded in the ledger as "unspecified"."""
     PURPOSE_CHAT: _Purpose.ValueType  # 1
+    """A tutor chat turn (gateway)."""
     PURPOSE_REASONING: _Purpose.ValueType  # 2
+    """An MCTS reasoning step (reasoning service)."""
     PURPOSE_BENCHMARK: _Purpose.ValueType  # 3
+    """A benchmark suite item (benchmark service)."""
     PURPOSE_JUDGE: _Purpose.ValueType  # 4
+    """A judge call scoring another answer (reasoning reward model, benchmark rubric scoring)."""
 
 class Purpose(_Purpose, metaclass=_PurposeEnumTypeWrapper):
     """What a request is for; benchmark and judge traffic is tracked separately in the ledger."""
 
 PURPOSE_UNSPECIFIED: Purpose.ValueType  # 0
+"""Not given; recorded in the ledger as "unspecified"."""
 PURPOSE_CHAT: Purpose.ValueType  # 1
+"""A tutor chat turn (gateway)."""
 PURPOSE_REASONING: Purpose.ValueType  # 2
+"""An MCTS reasoning step (reasoning service)."""
 PURPOSE_BENCHMARK: Purpose.ValueType  # 3
+"""A benchmark suite item (benchmark service)."""
 PURPOSE_JUDGE: Purpose.ValueType  # 4
+"""A judge call scoring another answer (reasoning reward model, benchmark rubric scoring)."""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
 @_typing.final
@@ -466,7 +476,9 @@ class ListProvidersResponse(_message.Message):
 
     PROVIDERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderStatus]: ...
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderStatus]:
+        """Every configured provider, in configuration order."""
+
     def __init__(
         self,
         *,
@@ -528,12 +540,17 @@ class CostRow(_message.Message):
     day: _builtins.str
     """"YYYY-MM-DD" (UTC)."""
     user_id: _builtins.str
+    """Student id of the requests (empty = requests without a user_id)."""
     provider: _builtins.str
+    """Provider that answered."""
     requests: _builtins.int
     """Number of requests."""
     input_tokens: _builtins.int
+    """Prompt tokens, summed over the requests."""
     output_tokens: _builtins.int
+    """Completion tokens, summed over the requests."""
     cost_usd: _builtins.float
+    """Cost in US dollars, summed over the requests."""
     def __init__(
         self,
         *,
