@@ -49,7 +49,7 @@ lint: setup
 	$(BIN)/mypy masterx_runtime services bench tests
 
 protos: setup
-	$(PYTHON) -m grpc_tools.protoc -Iprotos --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PYTHON) -m grpc_tools.protoc -Iprotos --python_out=. --mypy_out=. --grpc_python_out=. --mypy_grpc_out=. $(PROTOS)
 	@find masterx -type d -exec touch {}/__init__.py \;
 
 proto-check: setup
