@@ -29,7 +29,7 @@ def _docker_ok() -> bool:
 
         docker.from_env().ping()
         return True
-    except Exception:  # noqa: BLE001 - any failure means "no engine"
+    except Exception:
         return False
 
 
