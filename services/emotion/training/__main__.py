@@ -36,6 +36,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-only", action="store_true", help="stop after training")
     ap.add_argument("--latency-runs", type=int, default=300)
     ap.add_argument("--quant-calib-sentences", type=int, default=300)
+    ap.add_argument(
+        "--no-pad-refit",
+        action="store_true",
+        help="keep the jointly trained PAD head (default: ridge refit where it helps)",
+    )
     d = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(d, f.name)
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         args.data,
         latency_runs=args.latency_runs,
         quant_calib_sentences=args.quant_calib_sentences,
+        refit_pad=not args.no_pad_refit,
         log=log,
     )
     return 0

@@ -6,7 +6,7 @@ import numpy as np
 
 from .data import EKMAN_GROUPS
 
-GRID = np.round(np.arange(0.02, 0.96, 0.01), 2)
+GRID = np.round(np.arange(0.01, 0.96, 0.01), 2)
 SMOOTH = 5  # thresholds maximise F1 averaged over +-5 grid steps (robust for rare labels)
 
 

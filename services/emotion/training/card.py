@@ -90,7 +90,10 @@ def write_card(m: dict, path: Path) -> None:
         w(
             f"- Class imbalance: BCE `pos_weight` = (neg/pos)^{cfg['pos_weight_power']} per label, "
             f"clipped to [1, {cfg['pos_weight_max']}] (grief, pride, relief, nervousness, "
-            "embarrassment hit the cap), plus per-label thresholds tuned on dev A."
+            "embarrassment hit the cap), plus per-label thresholds tuned on dev A. At export the "
+            "emotion-head bias is shifted by -log(pos_weight), which undoes the odds inflation "
+            "of the weighting, so the probabilities (and the primary label) are not skewed "
+            "towards rare labels."
         )
         w(
             f"- AdamW, lr {cfg['lr']:g} (encoder) / {cfg['head_lr']:g} (heads), weight decay "
@@ -104,6 +107,21 @@ def write_card(m: dict, path: Path) -> None:
         )
     else:
         w("- (training summary missing: the card was regenerated from a checkpoint only)")
+    pr = m.get("pad_head_refit")
+    if pr:
+        parts = [
+            f"{k}: {'ridge' if v['use_ridge'] else 'joint head'} (alpha {v['alpha']:g}, r on the "
+            f"train hold-out {v['r_ridge_train_holdout']:.3f} ridge vs "
+            f"{v['r_joint_head_train_holdout']:.3f} joint)"
+            for k, v in pr.items()
+        ]
+        w(
+            "- PAD head refit after training: ridge regression (on logit targets) over the "
+            "fine-tuned encoder's pooled features, EmoBank train only; alpha by 5-fold CV on 90% "
+            "of train; per dimension, ridge replaces the jointly trained head only if it has the "
+            "higher Pearson r on a seeded 10% hold-out of train (biased towards the joint head, "
+            "which saw it). EmoBank dev is not used for any choice. " + "; ".join(parts) + "."
+        )
     hist = m.get("training_history", [])
     if hist:
         w("\n| epoch | dev-A macro-F1 | dev-A Ekman macro-F1 | EmoBank dev r V/A/D | elapsed |")
