@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,14 @@ import pytest
 from masterx_runtime.config import REGISTRY, ConfigError, _import_all_settings, env, load, settings
 
 
-@settings("test")
+@pytest.fixture(autouse=True)
+def _registry_untouched() -> Iterator[None]:
+    """Settings declared by these tests must not leak into the shared registry."""
+    yield
+    for name in [n for n, spec in REGISTRY.items() if spec.section == "test"]:
+        del REGISTRY[name]
+
+
 class Example:
     port: int = env("TEST_EXAMPLE_PORT", 8080, "A port.", minimum=1, maximum=65535)
     ratio: float = env("TEST_EXAMPLE_RATIO", 0.5, "A ratio.", minimum=0, maximum=1)
@@ -19,17 +27,22 @@ class Example:
     key: str = env("TEST_EXAMPLE_KEY", "", "A secret.", secret=True)
 
 
+def _example() -> type[Example]:
+    return settings("test")(Example)  # type: ignore[no-any-return]
+
+
 def test_defaults_and_overrides() -> None:
-    assert load(Example, {}) == Example()
-    cfg = load(Example, {"TEST_EXAMPLE_PORT": "9000", "TEST_EXAMPLE_ENABLED": "yes", "TEST_EXAMPLE_NAMES": "x, y,,z"})
+    example = _example()
+    assert load(example, {}) == example()
+    cfg = load(example, {"TEST_EXAMPLE_PORT": "9000", "TEST_EXAMPLE_ENABLED": "yes", "TEST_EXAMPLE_NAMES": "x, y,,z"})
     assert (cfg.port, cfg.enabled, cfg.names) == (9000, True, ("x", "y", "z"))
-    assert load(Example, {}, port=1234).port == 1234
+    assert load(example, {}, port=1234).port == 1234
 
 
 def test_all_problems_reported_at_once_and_secrets_hidden() -> None:
     with pytest.raises(ConfigError) as err:
         load(
-            Example,
+            _example(),
             {
                 "TEST_EXAMPLE_PORT": "0",
                 "TEST_EXAMPLE_RATIO": "lots",

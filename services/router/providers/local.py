@@ -120,7 +120,10 @@ class LocalLlamaProvider(Provider):
         log.info("local model loaded", extra={"load_ms": round((time.perf_counter() - started) * 1000, 1)})
 
     def _load_sync(self) -> Any:
-        from llama_cpp import Llama
+        try:  # optional extra: only the router-local image and `masterx[llm]` carry it
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise RuntimeError("llama-cpp-python is not installed (pip install 'masterx[llm]')") from exc
 
         return Llama(
             model_path=str(self.model_path),
