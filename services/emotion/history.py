@@ -73,6 +73,11 @@ class Window:
     total: int
 
 
+def _retrieve(task: asyncio.Task[Window]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class HistoryStore:
     """Reads and bounded appends of student histories, with per-student write ordering."""
 
@@ -153,7 +158,9 @@ class HistoryStore:
                 await asyncio.shield(previous)
             return await self.read(user_id, n)
 
-        return loop.create_task(read_after_previous()), slot
+        task = loop.create_task(read_after_previous())
+        task.add_done_callback(_retrieve)  # a failed read nobody waited for must not warn at exit
+        return task, slot
 
     def commit(self, user_id: str, entry: Entry, slot: asyncio.Future[None]) -> None:
         """Append ``entry`` in the background; ``slot`` resolves when the write is done."""
