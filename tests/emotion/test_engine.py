@@ -90,15 +90,23 @@ def test_pleasure_ordering(preds: dict[str, Prediction]) -> None:
 
 
 def test_batch_equals_single(model: EmotionModel, preds: dict[str, Prediction]) -> None:
+    assert model.batch_invariant  # default for the dynamically quantized int8 model
     for text in TEXTS:
-        single = model.predict([text])[0]
-        batched = preds[text]
-        assert single.primary_label == batched.primary_label
-        assert single.ekman == batched.ekman
-        # int8 dynamic quantization computes activation scales per batch tensor, so padding
-        # and neighbours move probabilities slightly; fp32 would agree to ~1e-6
-        np.testing.assert_allclose(single.probabilities, batched.probabilities, atol=0.03)
-        np.testing.assert_allclose(single.pad, batched.pad, atol=0.03)
+        assert model.predict([text])[0] == preds[text]
+
+
+def test_padded_batch_mode_is_close() -> None:
+    m = EmotionModel(MODEL_DIR, intra_op_threads=1, batch_invariant=False)
+    batched = m.predict(TEXTS)
+    for text, b in zip(TEXTS, batched, strict=True):
+        single = m.predict([text])[0]
+        assert single.ekman == b.ekman
+        assert single.truncated == b.truncated
+        # dynamic int8 activation scales are per batch tensor: neighbours and padding move
+        # probabilities a little (fp32 agrees to ~1e-7)
+        np.testing.assert_allclose(single.probabilities, b.probabilities, atol=0.2)
+        assert np.abs(np.subtract(single.probabilities, b.probabilities)).mean() < 0.02
+        np.testing.assert_allclose(single.pad, b.pad, atol=0.05)
 
 
 def test_deterministic(model: EmotionModel) -> None:

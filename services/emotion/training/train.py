@@ -237,6 +237,39 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     }
     (build_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     log(f"training done in {wall / 60:.1f} min; best epoch {best[1]} (dev-A macro-F1 {best[0]:.4f})")
+    if len(history) >= 2:
+        summary = add_checkpoint_average(corpus, build_dir, log)
+    return summary
+
+
+def add_checkpoint_average(corpus: Corpus, build_dir: Path, log=print) -> dict:
+    """Average the weights of the last two epoch checkpoints; it becomes ``best.pt`` if it has
+    the best dev-A macro-F1 of all candidates. Updates ``train_summary.json``."""
+    summary = json.loads((build_dir / "train_summary.json").read_text())
+    epochs = [h["epoch"] for h in summary["history"] if isinstance(h["epoch"], int)]
+    e1, e2 = epochs[-2], epochs[-1]
+    ckpt_dir = build_dir / "checkpoints"
+    c1 = torch.load(ckpt_dir / f"epoch{e1}.pt", weights_only=False)
+    c2 = torch.load(ckpt_dir / f"epoch{e2}.pt", weights_only=False)
+    sd = {k: (c1["state_dict"][k] + v) / 2 if v.is_floating_point() else v for k, v in c2["state_dict"].items()}
+    cfg = c2["config"]
+    model = EmotionNet(dropout=cfg["dropout"])
+    model.load_state_dict(sd)
+    tok = load_tokenizer(encoder_path() / "tokenizer.json", cfg["max_seq_length"])
+    ev = evaluate_dev(model, corpus, encode(tok, corpus.ge_dev.texts), encode(tok, corpus.eb_dev.texts))
+    name = f"avg({e1},{e2})"
+    ev.update({"epoch": name, "step": c2["step"], "elapsed_s": summary["train_wall_s"]})
+    log("epoch-eval " + json.dumps({k: ev[k] for k in ("epoch", "dev_A", "pad_dev")}))
+    path = ckpt_dir / f"avg{e1}{e2}.pt"
+    torch.save({"state_dict": sd, "config": cfg, "epoch": name, "step": c2["step"], "eval": ev}, path)
+    summary["history"].append(ev)
+    best = max(summary["history"], key=lambda h: h["dev_A"]["macro_f1"])
+    summary["best_epoch"] = best["epoch"]
+    target = path if best["epoch"] == name else ckpt_dir / f"epoch{best['epoch']}.pt"
+    (build_dir / "best.pt").unlink(missing_ok=True)
+    (build_dir / "best.pt").symlink_to(target.resolve())
+    (build_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    log(f"checkpoint chosen on dev-A macro-F1: {best['epoch']} ({best['dev_A']['macro_f1']:.4f})")
     return summary
 
 
