@@ -35,6 +35,18 @@ class RouterSettings:
     local_context_tokens: int = env(
         "ROUTER_LOCAL_CONTEXT_TOKENS", 2048, "Context window of the local provider.", minimum=256
     )
+    local_max_tokens: int = env(
+        "ROUTER_LOCAL_MAX_TOKENS",
+        256,
+        "Most tokens the local provider writes per answer (it is slow on CPU).",
+        minimum=1,
+    )
+    local_timeout_seconds: float = env(
+        "ROUTER_LOCAL_TIMEOUT_SECONDS",
+        120.0,
+        "Longest one local-provider attempt may take (CPU generation is slow; streaming shows progress).",
+        minimum=1,
+    )
     # --- deadlines and retries
     request_timeout_seconds: float = env(
         "ROUTER_REQUEST_TIMEOUT_SECONDS", 60.0, "Deadline of a request whose caller set none.", minimum=0.1

@@ -54,13 +54,21 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def local_spec(name: str = "local", model_path: str = "", threads: int = 2, context_tokens: int = 2048) -> ProviderSpec:
+def local_spec(
+    name: str = "local",
+    model_path: str = "",
+    threads: int = 2,
+    context_tokens: int = 2048,
+    max_tokens: int = 256,
+    timeout_seconds: float = 120.0,
+) -> ProviderSpec:
     return ProviderSpec(
         name=name,
         kind="local",
         model=LOCAL_MODEL,
         context_window=context_tokens,
-        max_output_tokens=512,
+        max_output_tokens=max_tokens,
+        timeout_seconds=timeout_seconds,
         quality={"default": 15.0},
         speed=40.0,
         options={"model_path": model_path, "threads": threads},

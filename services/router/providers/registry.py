@@ -217,7 +217,16 @@ def load_specs(cfg: RouterSettings, environ: Mapping[str, str] | None = None) ->
                 specs.append(spec)
     wants_local = cfg.local_provider == "on" or (cfg.local_provider == "auto" and not specs)
     if wants_local and "local" not in {s.name for s in specs}:
-        specs.append(local_spec("local", cfg.local_model_path, cfg.local_threads, cfg.local_context_tokens))
+        specs.append(
+            local_spec(
+                "local",
+                cfg.local_model_path,
+                cfg.local_threads,
+                cfg.local_context_tokens,
+                cfg.local_max_tokens,
+                cfg.local_timeout_seconds,
+            )
+        )
     if not specs:
         raise ConfigError(["no providers configured (set ROUTER_PROVIDERS_FILE, an API key, or ROUTER_LOCAL_PROVIDER)"])
     return specs
