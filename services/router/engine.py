@@ -330,9 +330,8 @@ class Router:
     # ------------------------------------------------------------------ generating
 
     def deadline(self, time_remaining: float | None) -> float:
-        budget = self.cfg.request_timeout_seconds
-        if time_remaining is not None:
-            budget = min(budget, max(time_remaining, 0.0))
+        """The caller's deadline when it set one, else ROUTER_REQUEST_TIMEOUT_SECONDS."""
+        budget = self.cfg.request_timeout_seconds if time_remaining is None else max(time_remaining, 0.0)
         return asyncio.get_running_loop().time() + budget
 
     async def generate(
