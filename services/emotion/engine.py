@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,10 @@ class Prediction:
     ekman: Ekman group of the primary label (anger, disgust, fear, joy, sadness, surprise, neutral).
     pad: (pleasure, arousal, dominance) in [0, 1]; EmoBank V/A/D 1-5 scale is ``1 + 4 * value``.
     truncated: the text was longer than ``max_seq_length`` tokens and was cut.
+    ekman_probabilities: probability of each Ekman group (``EmotionModel.ekman_groups`` order) by
+        the calibrated group rule in ``model.json``; empty if the model has no group calibration.
+    ekman_active: Ekman groups whose probability reaches their calibrated threshold, highest
+        first (may be empty).
     """
 
     probabilities: tuple[float, ...]
@@ -43,6 +47,8 @@ class Prediction:
     ekman: str
     pad: tuple[float, float, float]
     truncated: bool
+    ekman_probabilities: tuple[float, ...] = field(default=())
+    ekman_active: tuple[str, ...] = field(default=())
 
 
 def choose_providers(prefer_gpu: bool = True, enable_tensorrt: bool = False) -> list[str]:
@@ -95,6 +101,7 @@ class EmotionModel:
         self.temperature = float(meta["temperature"])
         self.ekman_of_label: list[str] = list(meta["ekman_of_label"])
         self.max_seq_length = int(meta["max_seq_length"])
+        self._init_ekman_rule(meta)
         self.pad_id = int(meta.get("pad_token_id", 0))
         if batch_invariant is None:
             batch_invariant = str(meta.get("quantization", "")).startswith("dynamic")
@@ -123,6 +130,42 @@ class EmotionModel:
             self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
         self.providers: list[str] = list(self.session.get_providers())
         log.info("emotion model %s loaded with providers %s", self.model_version, self.providers)
+
+    def _init_ekman_rule(self, meta: dict) -> None:
+        """Ekman group rule from ``model.json`` (``ekman_group_rule``; older files: max rule)."""
+        self.ekman_groups: list[str] = list(meta.get("ekman_groups", []))
+        thr = meta.get("ekman_thresholds")
+        self.ekman_thresholds = np.asarray(thr if thr is not None else [], dtype=np.float64)
+        rule = meta.get("ekman_group_rule") or {"name": "max", "params": None}
+        self.ekman_rule: str = str(rule["name"])
+        if self.ekman_rule not in ("max", "noisy_or", "sum_clip", "logistic"):
+            raise ValueError(f"unknown ekman_group_rule {self.ekman_rule!r}")
+        self._ekman_members = np.zeros((len(self.labels), len(self.ekman_groups)), dtype=bool)
+        for i, g in enumerate(self.ekman_of_label):
+            if g in self.ekman_groups:
+                self._ekman_members[i, self.ekman_groups.index(g)] = True
+        self._ekman_w = self._ekman_b = None
+        if self.ekman_rule == "logistic":
+            params = rule["params"]
+            self._ekman_w = np.asarray(params["weights"], dtype=np.float64)
+            self._ekman_b = np.asarray(params["bias"], dtype=np.float64)
+        if len(self.ekman_thresholds) != len(self.ekman_groups):
+            self.ekman_groups = []  # no group calibration: predictions carry no group fields
+
+    def ekman_probabilities(self, logits: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """[B, groups] Ekman group probabilities by the calibrated rule (same as the pipeline)."""
+        gm = self._ekman_members
+        if self.ekman_rule == "logistic":
+            assert self._ekman_w is not None and self._ekman_b is not None
+            z = np.clip(logits.astype(np.float64) / self.temperature @ self._ekman_w.T + self._ekman_b, -60.0, 60.0)
+            return 1.0 / (1.0 + np.exp(-z))
+        p = probs.astype(np.float64)
+        cols = [p[:, gm[:, k]] for k in range(gm.shape[1])]
+        if self.ekman_rule == "noisy_or":
+            return np.stack([1.0 - np.prod(1.0 - c, axis=1) for c in cols], axis=1)
+        if self.ekman_rule == "sum_clip":
+            return np.stack([np.minimum(c.sum(axis=1), 1.0) for c in cols], axis=1)
+        return np.stack([c.max(axis=1, initial=0.0) for c in cols], axis=1)
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
         """Tokenize and pad to the longest text: (input_ids, attention_mask, truncated flags)."""
@@ -155,11 +198,14 @@ class EmotionModel:
         logits, pad, truncated = self.infer(texts)
         probs = self.probabilities(logits)
         pad = np.clip(pad, 0.0, 1.0)
+        gp = self.ekman_probabilities(logits, probs) if self.ekman_groups else np.zeros((len(texts), 0))
         out: list[Prediction] = []
         for i in range(len(texts)):
             p = probs[i]
             top = int(np.argmax(p))
             active = [j for j in np.argsort(-p, kind="stable") if p[j] >= self.thresholds[j]]
+            g = gp[i]
+            g_active = [k for k in np.argsort(-g, kind="stable") if g[k] >= self.ekman_thresholds[k]]
             out.append(
                 Prediction(
                     probabilities=tuple(float(x) for x in p),
@@ -169,6 +215,8 @@ class EmotionModel:
                     ekman=self.ekman_of_label[top],
                     pad=(float(pad[i, 0]), float(pad[i, 1]), float(pad[i, 2])),
                     truncated=bool(truncated[i]),
+                    ekman_probabilities=tuple(float(x) for x in g),
+                    ekman_active=tuple(self.ekman_groups[k] for k in g_active),
                 )
             )
         return out

@@ -143,3 +143,29 @@ def test_engine_imports_no_torch() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_ekman_group_rule(model: EmotionModel, preds: dict[str, Prediction]) -> None:
+    """Group probabilities follow model.json's calibrated rule; old fields are unchanged."""
+    meta = json.loads((MODEL_DIR / "model.json").read_text())
+    rule = meta["ekman_group_rule"]["name"]
+    assert model.ekman_rule == rule and model.ekman_groups == meta["ekman_groups"]
+    for p in preds.values():
+        probs = np.asarray(p.probabilities)
+        gp = np.asarray(p.ekman_probabilities)
+        assert gp.shape == (7,) and np.all((gp >= 0) & (gp <= 1))
+        for k, g in enumerate(model.ekman_groups):
+            member = probs[[model.ekman_of_label[j] == g for j in range(28)]]
+            if rule == "max":
+                assert gp[k] == pytest.approx(member.max())
+            elif rule == "noisy_or":
+                assert gp[k] == pytest.approx(1 - np.prod(1 - member))
+            elif rule == "sum_clip":
+                assert gp[k] == pytest.approx(min(1.0, member.sum()))
+        active = {g for k, g in enumerate(model.ekman_groups) if gp[k] >= meta["ekman_thresholds"][k]}
+        assert set(p.ekman_active) == active
+        assert list(p.ekman_active) == sorted(p.ekman_active, key=lambda g: -gp[model.ekman_groups.index(g)])
+    assert "joy" in preds[JOY].ekman_active and "anger" in preds[ANGER].ekman_active
+    # constructing a Prediction with only the original fields still works
+    q = Prediction((0.0,) * 28, (), "neutral", 0.0, "neutral", (0.5, 0.5, 0.5), False)
+    assert q.ekman_probabilities == () and q.ekman_active == ()

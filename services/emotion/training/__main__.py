@@ -4,6 +4,7 @@ Example::
 
     python -m services.emotion.training --data /path/to/data --out services/emotion/model --epochs 3
     python -m services.emotion.training --data D --out O --skip-train --checkpoint O/build/best.pt
+    python -m services.emotion.training --data D --out O --recalibrate-only
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-train", action="store_true", help="use --checkpoint instead")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--train-only", action="store_true", help="stop after training")
+    ap.add_argument(
+        "--recalibrate-only",
+        action="store_true",
+        help="no training, export or quantization: redo calibration and evaluation on OUT/emotion.int8.onnx "
+        "and BUILD/emotion.fp32.onnx, rewrite model.json, metrics.json and MODEL_CARD.md",
+    )
     ap.add_argument("--latency-runs", type=int, default=300)
     ap.add_argument("--quant-calib-sentences", type=int, default=300)
     ap.add_argument(
@@ -66,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         f"data: goemotions train {len(corpus.ge_train.texts)} dev {len(corpus.ge_dev.texts)}; "
         f"emobank train {len(corpus.eb_train.texts)} dev {len(corpus.eb_dev.texts)}"
     )
+    if args.recalibrate_only:
+        from .pipeline import recalibrate
+
+        recalibrate(corpus, args.out, build, log=log)
+        return 0
     if args.skip_train:
         ckpt = args.checkpoint or (build / "best.pt")
     else:

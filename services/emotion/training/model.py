@@ -34,7 +34,7 @@ class EmotionNet(nn.Module):
         hidden = int(self.encoder.config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.emotion_head = nn.Linear(hidden, num_labels)
-        self.pad_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3))
+        self.pad_head: nn.Module = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)

@@ -53,6 +53,8 @@ def ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.nd
 class MixedPadHead(nn.Module):
     """PAD logits: ridge (linear) head for dimensions in ``use_ridge``, the old head otherwise."""
 
+    mask: torch.Tensor
+
     def __init__(self, old: nn.Module, w: np.ndarray, b: np.ndarray, use_ridge: list[bool]):
         super().__init__()
         self.old = old
