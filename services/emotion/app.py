@@ -32,12 +32,12 @@ from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
 from services.emotion.batcher import MicroBatcher
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel, Prediction
-from services.emotion.history import Entry, HistoryStore, Window
+from services.emotion.history import Entry, HistoryStore, Link, Window
 from services.emotion.learning import LearningParams, ParamsError, StudentContext, load_params
 from services.emotion.outcomes import INDEXES as OUTCOME_INDEXES
 from services.emotion.outcomes import OUTCOME_NAMES, OUTCOMES, Outcome
 from services.emotion.outcomes import insert as insert_outcome
-from services.emotion.trajectory import TrajectoryParams, TrajectoryResult, classify
+from services.emotion.trajectory import TrajectoryParams, classify
 from services.emotion.validation import (
     check_session_id,
     check_text,
@@ -289,7 +289,7 @@ class EmotionApp(ServiceApp):
         batcher = self._batcher()
         started = time.perf_counter()
         history = self.history
-        reads: list[tuple[asyncio.Task[Window], asyncio.Future[None]] | None] = [
+        reads: list[tuple[asyncio.Task[Window], Link] | None] = [
             history.begin(j.user_id, self.lookback) if (j.user_id and history is not None) else None for j in jobs
         ]
         committed = [False] * len(jobs)
@@ -306,13 +306,14 @@ class EmotionApp(ServiceApp):
                 result, state = self.build_result(pred, job.context)
                 read = reads[i]
                 if read is not None and history is not None:
-                    traj = await self._trajectory_with(read[0], pred, deadline)
-                    if traj is not None:
+                    window = await self._history_window(read[0], deadline)
+                    if window is not None:
+                        pads = [e.pad for e in window[-(self.lookback - 1) :]] if self.lookback > 1 else []
+                        traj = classify([*pads, pred.pad], self.trajectory)
                         result.trajectory = _trajectory_enum(traj.trend.value)
                         result.pad_ema.CopyFrom(_pad(traj.pad_ema))
-                    history.commit(
-                        job.user_id, Entry(time.time(), pred.primary_label, pred.pad, state, job.session_id), read[1]
-                    )
+                    entry = Entry(time.time(), pred.primary_label, pred.pad, state, job.session_id)
+                    history.commit(job.user_id, entry, read[1], window)
                     committed[i] = True
                 results.append(result)
         finally:
@@ -325,10 +326,8 @@ class EmotionApp(ServiceApp):
             r.latency_ms = ms
         return results
 
-    async def _trajectory_with(
-        self, read: asyncio.Task[Window], pred: Prediction, deadline: float | None
-    ) -> TrajectoryResult | None:
-        """Trend including this message, or None (logged) when the history did not arrive in time."""
+    async def _history_window(self, read: asyncio.Task[Window], deadline: float | None) -> list[Entry] | None:
+        """The student's recent entries, or None (logged) when they did not arrive in time."""
         assert self.history is not None
         loop = asyncio.get_running_loop()
         timeout = self.cfg.history_timeout_ms / 1000.0
@@ -336,18 +335,15 @@ class EmotionApp(ServiceApp):
             timeout = max(0.0, min(timeout, deadline - loop.time()))
         try:
             async with asyncio.timeout(timeout):
-                window = await asyncio.shield(read)
+                return (await asyncio.shield(read)).entries
         except TimeoutError:
             read.cancel()
             self.history.failed_reads += 1
             self.history.warn("student history not read within %.0f ms; answering without trajectory", timeout * 1000)
-            return None
         except Exception as exc:  # MongoDB trouble must not fail Analyze
             self.history.failed_reads += 1
             self.history.warn("student history unavailable (%s); answering without trajectory", type(exc).__name__)
-            return None
-        pads = [e.pad for e in window.entries[-(self.lookback - 1) :]] if self.lookback > 1 else []
-        return classify([*pads, pred.pad], self.trajectory)
+        return None
 
     def build_result(self, pred: Prediction, ctx: StudentContext | None) -> tuple[common_pb2.EmotionResult, str]:
         """EmotionResult without latency/trajectory; also returns the learning-state name."""

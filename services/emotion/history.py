@@ -8,8 +8,9 @@ lose an update).
 
 Analyze reads the student's recent window while the model runs, computes the trajectory with
 the new message appended, answers, and appends the entry in the background. Messages of one
-student are chained: a message's read waits for the previous message's write, so a fast chat
-stream still sees its own history in order. If MongoDB is slow or down, Analyze answers
+student are chained: while a message is in flight (or its write is pending) the next message of
+the same student gets its window handed over in memory, so a fast chat stream sees its own
+history in order without waiting for MongoDB; otherwise the window is read from MongoDB. If MongoDB is slow or down, Analyze answers
 without trajectory and a warning is logged (at most every ``warn_every_s`` seconds).
 """
 
@@ -73,6 +74,29 @@ class Window:
     total: int
 
 
+@dataclass
+class Link:
+    """One in-flight message of a student: its window for the next message, and its write.
+
+    ``written`` resolves once this entry *and every earlier one* of the student is stored (or
+    given up on), so writes land in order and a reader never misses an earlier message.
+    """
+
+    window: asyncio.Future[list[Entry] | None]
+    written: asyncio.Future[None]
+    previous: Link | None = None
+
+    def finish(self) -> None:
+        """Resolve ``window`` (if unset) now and ``written`` once the previous link is written."""
+        if not self.window.done():
+            self.window.set_result(None)
+        prev, self.previous = self.previous, None
+        if prev is not None and not prev.written.done():
+            prev.written.add_done_callback(lambda _: self.finish())
+        elif not self.written.done():
+            self.written.set_result(None)
+
+
 def _retrieve(task: asyncio.Task[Window]) -> None:
     if not task.cancelled():
         task.exception()
@@ -94,7 +118,7 @@ class HistoryStore:
         self.limit = limit
         self.max_pending_writes = max_pending_writes
         self.warn_every_s = warn_every_s
-        self._last_write: dict[str, asyncio.Future[None]] = {}
+        self._chain: dict[str, Link] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._last_warning = 0.0
         self.failed_reads = 0
@@ -124,11 +148,11 @@ class HistoryStore:
 
     async def get(self, user_id: str, n: int, timeout: float | None) -> Window:
         """For GetTrajectory: NOT_FOUND for an unknown student, UNAVAILABLE if MongoDB fails."""
-        previous = self._last_write.get(user_id)  # read your own writes: Analyze may have just answered
+        previous = self._chain.get(user_id)  # read your own writes: Analyze may have just answered
         try:
             async with asyncio.timeout(timeout):
-                if previous is not None and not previous.done():
-                    await asyncio.shield(previous)
+                if previous is not None and not previous.written.done():
+                    await asyncio.shield(previous.written)
                 window = await self.read(user_id, n)
         except PyMongoError as exc:
             raise Unavailable(f"mongodb unavailable: {type(exc).__name__}", dependency="mongodb") from exc
@@ -137,56 +161,71 @@ class HistoryStore:
         return window
 
     # ---- Analyze path ---------------------------------------------------------------------
-    def begin(self, user_id: str, n: int) -> tuple[asyncio.Task[Window], asyncio.Future[None]]:
-        """Start reading the student's window now; returns (read task, this message's write slot).
+    def begin(self, user_id: str, n: int) -> tuple[asyncio.Task[Window], Link]:
+        """Start fetching the student's last ``n`` entries now; returns (fetch task, this message's link).
 
-        The caller must finish the slot with :meth:`commit` (write) or :meth:`abandon`.
+        While the previous message of the same student is in flight, its window (plus its own
+        entry) is handed over in memory instead of waiting for its write and reading it back.
+        The caller must finish the link with :meth:`commit` or :meth:`abandon`.
         """
         loop = asyncio.get_running_loop()
-        previous = self._last_write.get(user_id)
-        slot: asyncio.Future[None] = loop.create_future()
-        self._last_write[user_id] = slot
+        previous = self._chain.get(user_id)
+        link = Link(loop.create_future(), loop.create_future(), previous)
+        self._chain[user_id] = link
 
         def forget(_: asyncio.Future[None]) -> None:
-            if self._last_write.get(user_id) is slot:
-                del self._last_write[user_id]
+            if self._chain.get(user_id) is link:
+                del self._chain[user_id]
 
-        slot.add_done_callback(forget)
+        link.written.add_done_callback(forget)
 
-        async def read_after_previous() -> Window:
-            if previous is not None and not previous.done():
-                await asyncio.shield(previous)
+        async def fetch() -> Window:
+            if previous is not None:
+                handed = await asyncio.shield(previous.window)
+                if handed is not None:
+                    return Window(handed[-n:], -1)
+                if not previous.written.done():
+                    await asyncio.shield(previous.written)
             return await self.read(user_id, n)
 
-        task = loop.create_task(read_after_previous())
+        task = loop.create_task(fetch())
         task.add_done_callback(_retrieve)  # a failed read nobody waited for must not warn at exit
-        return task, slot
+        return task, link
 
-    def commit(self, user_id: str, entry: Entry, slot: asyncio.Future[None]) -> None:
-        """Append ``entry`` in the background; ``slot`` resolves when the write is done."""
+    def commit(self, user_id: str, entry: Entry, link: Link, window: list[Entry] | None) -> None:
+        """Hand ``window + entry`` to the student's next message and append ``entry`` in the background.
+
+        ``window`` is None when this message's history could not be read (the next message then
+        reads MongoDB itself).
+        """
+        if not link.window.done():
+            link.window.set_result(None if window is None else [*window, entry])
         if len(self._writes) >= self.max_pending_writes:
             self.dropped_writes += 1
             self.warn("history write dropped: %d writes pending", len(self._writes))
-            self.abandon(slot)
+            self.abandon(link)
             return
 
         async def write() -> None:
             try:
+                prev = link.previous
+                if prev is not None and not prev.written.done():
+                    await asyncio.shield(prev.written)  # keep the student's entries in order
                 await self.append(user_id, entry)
             except PyMongoError as exc:
                 self.failed_writes += 1
                 self.warn("history write failed: %s", type(exc).__name__)
             finally:
-                self.abandon(slot)
+                self.abandon(link)
 
         task = asyncio.get_running_loop().create_task(write())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
     @staticmethod
-    def abandon(slot: asyncio.Future[None]) -> None:
-        if not slot.done():
-            slot.set_result(None)
+    def abandon(link: Link) -> None:
+        """Release the link (no window to hand over, nothing left to write)."""
+        link.finish()
 
     def warn(self, msg: str, *args: object) -> None:
         now = time.monotonic()
