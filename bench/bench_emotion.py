@@ -1,6 +1,6 @@
 """Emotion service benchmark: latency, throughput and memory over gRPC on loopback.
 
-    .venv/bin/python bench/bench_emotion.py [--duration 8] [--threads 2] [--max-batch 32] [--max-wait-ms 1]
+    .venv/bin/python bench/bench_emotion.py [--duration 8] [--threads 2] [--max-batch 32] [--max-wait-ms 0]
 
 Starts secantusdb and ``python -m services.emotion`` as child processes (so the server's RSS is
 its own), waits for SERVING, then measures with short chat messages (10-40 words):
@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,7 +216,7 @@ def machine() -> str:
     return f"{cpu}, {cores} cores, load average {load[0]:.2f} at start, Python {platform.python_version()}"
 
 
-def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """``python -m services.emotion`` on free ports, configured from the command line."""
     port, metrics_port = free_port(), free_port()
     env = {
@@ -231,7 +232,13 @@ def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.P
     }
     server = subprocess.Popen([sys.executable, "-m", "services.emotion"], cwd=ROOT, env=env)
     wait_for_port("127.0.0.1", port, 60, server)
-    return server, port
+    return server, port, metrics_port
+
+
+def batching(metrics_port: int) -> dict[str, object]:
+    """The server's batching counters from its JSON health endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/health", timeout=5) as resp:
+        return dict(json.loads(resp.read()).get("batching", {}))
 
 
 async def measure(args: argparse.Namespace, port: int) -> list[Row]:
@@ -272,9 +279,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     mongo = start_mongo()
     server: subprocess.Popen[bytes] | None = None
     try:
-        server, port = start_server(args, mongo.url)
+        server, port, metrics_port = start_server(args, mongo.url)
         rows = asyncio.run(measure(args, port))
         rss, peak = rss_mb(server.pid)
+        batch_stats = batching(metrics_port)
     finally:
         if server is not None:
             server.terminate()
@@ -301,7 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         (f"throughput >= 300 msgs/s ({best.name})", best_rate, 300.0, ">="),
         ("server RSS <= 600 MB (current)", rss, 600.0, "<="),
     ]
-    print(f"\nserver RSS {rss:.0f} MB now, {peak:.0f} MB peak")
+    print(f"\nserver RSS {rss:.0f} MB now, {peak:.0f} MB peak; batching over the run: {batch_stats}")
     for label, value, target, op in checks:
         ok = value <= target if op == "<=" else value >= target
         print(f"  [{'PASS' if ok else 'MISS'}] {label}: {value:.1f}")
@@ -320,6 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         ],
         "rss_mb": rss,
         "peak_rss_mb": peak,
+        "batching": batch_stats,
     }
 
 
@@ -330,7 +339,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[16, 64], help="concurrent client counts")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("EMOTION_INTRA_OP_THREADS", "2")))
     ap.add_argument("--max-batch", type=int, default=int(os.environ.get("EMOTION_BATCH_MAX_SIZE", "32")))
-    ap.add_argument("--max-wait-ms", type=float, default=float(os.environ.get("EMOTION_BATCH_MAX_WAIT_MS", "1")))
+    ap.add_argument("--max-wait-ms", type=float, default=float(os.environ.get("EMOTION_BATCH_MAX_WAIT_MS", "0")))
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     result = run(args)
