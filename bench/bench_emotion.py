@@ -229,6 +229,7 @@ def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.P
         "EMOTION_INTRA_OP_THREADS": str(args.threads),
         "EMOTION_BATCH_MAX_SIZE": str(args.max_batch),
         "EMOTION_BATCH_MAX_WAIT_MS": str(args.max_wait_ms),
+        "EMOTION_BATCH_MODE": args.batch_mode,
     }
     server = subprocess.Popen([sys.executable, "-m", "services.emotion"], cwd=ROOT, env=env)
     wait_for_port("127.0.0.1", port, 60, server)
@@ -295,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     print(f"machine: {host}")
     print(
         f"settings: EMOTION_INTRA_OP_THREADS={args.threads} EMOTION_BATCH_MAX_SIZE={args.max_batch} "
-        f"EMOTION_BATCH_MAX_WAIT_MS={args.max_wait_ms}"
+        f"EMOTION_BATCH_MAX_WAIT_MS={args.max_wait_ms} EMOTION_BATCH_MODE={args.batch_mode}"
     )
     print(HEADER)
     for r in rows:
@@ -340,6 +341,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("EMOTION_INTRA_OP_THREADS", "2")))
     ap.add_argument("--max-batch", type=int, default=int(os.environ.get("EMOTION_BATCH_MAX_SIZE", "32")))
     ap.add_argument("--max-wait-ms", type=float, default=float(os.environ.get("EMOTION_BATCH_MAX_WAIT_MS", "0")))
+    ap.add_argument(
+        "--batch-mode", choices=("auto", "per_text", "padded"), default=os.environ.get("EMOTION_BATCH_MODE", "auto")
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     result = run(args)

@@ -182,6 +182,7 @@ class EmotionApp(ServiceApp):
                 c.model_path,
                 intra_op_threads=c.intra_op_threads,
                 prefer_gpu=c.execution_provider == "auto",
+                batch_invariant={"auto": None, "per_text": True, "padded": False}[c.batch_mode],
             )
         load_ms = (time.perf_counter() - started) * 1000
         batcher: MicroBatcher[Prediction] = MicroBatcher(
@@ -199,6 +200,7 @@ class EmotionApp(ServiceApp):
                 "parameters_version": self.params.version,
                 "execution_providers": model.providers,
                 "intra_op_threads": c.intra_op_threads,
+                "batch_mode": "per_text" if model.batch_invariant else "padded",
                 "load_ms": round(load_ms, 1),
                 "warmup_ms": round(warm_ms, 1),
             },
@@ -247,6 +249,7 @@ class EmotionApp(ServiceApp):
         }
         if self.batcher is not None:
             details["batching"] = {
+                "mode": "per_text" if m is not None and m.batch_invariant else "padded",
                 "max_size": self.batcher.max_size,
                 "max_wait_ms": self.cfg.batch_max_wait_ms,
                 **self.batcher.stats.snapshot(),

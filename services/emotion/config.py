@@ -60,6 +60,15 @@ class EmotionSettings:
         minimum=0,
         maximum=256,
     )
+    batch_mode: str = env(
+        "EMOTION_BATCH_MODE",
+        "auto",
+        "How a micro-batch runs in ONNX Runtime: `per_text` (one run per text: results never depend on "
+        "which requests share a batch), `padded` (one padded run: more throughput, but with the "
+        "dynamically quantized int8 model a text's probabilities shift slightly with its neighbours), "
+        "or `auto` (the engine's choice: per_text for dynamically quantized models).",
+        choices=("auto", "per_text", "padded"),
+    )
     execution_provider: str = env(
         "EMOTION_EXECUTION_PROVIDER",
         "auto",

@@ -174,3 +174,19 @@ async def test_cancelled_stream_leaves_the_service_serving(emotion: Emotion) -> 
     gate.set()
     ok = await stub.Analyze(emotion_pb2.AnalyzeRequest(text=MESSAGES[1]), timeout=10)
     assert len(ok.result.scores) == 28
+
+
+async def test_padded_batch_mode_runs_one_padded_call(
+    emotion_settings: Callable[..., EmotionSettings], mongo_settings: MongoSettings
+) -> None:
+    app = EmotionApp(emotion_settings(batch_mode="padded", batch_max_wait_ms=20.0), mongo_settings)
+    async with serving(app) as (_, chan):
+        stub = emotion_pb2_grpc.EmotionServiceStub(chan)
+        assert app.model is not None and app.model.batch_invariant is False
+        assert app.health_details()["batching"]["mode"] == "padded"
+        alone = [await stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in MESSAGES]
+        together = await asyncio.gather(*(stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in MESSAGES))
+        assert app.batcher is not None and max(app.batcher.stats.sizes) > 1
+        # Dynamic int8 activations: neighbours shift probabilities a little, never wildly.
+        for a, b in zip(alone, together, strict=True):
+            assert_same(_probs(a), _probs(b), tol=0.1)
