@@ -36,6 +36,7 @@ class _OutcomeKind:
 class _OutcomeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutcomeKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     OUTCOME_KIND_UNSPECIFIED: _OutcomeKind.ValueType  # 0
+    """Not set: RecordOutcome rejects it with INVALID_ARGUMENT."""
     OUTCOME_KIND_RESOLVED: _OutcomeKind.ValueType  # 1
     """The student recovered and continued."""
     OUTCOME_KIND_IMPROVED: _OutcomeKind.ValueType  # 2
@@ -51,6 +52,7 @@ class OutcomeKind(_OutcomeKind, metaclass=_OutcomeKindEnumTypeWrapper):
     """What happened after an intervention."""
 
 OUTCOME_KIND_UNSPECIFIED: OutcomeKind.ValueType  # 0
+"""Not set: RecordOutcome rejects it with INVALID_ARGUMENT."""
 OUTCOME_KIND_RESOLVED: OutcomeKind.ValueType  # 1
 """The student recovered and continued."""
 OUTCOME_KIND_IMPROVED: OutcomeKind.ValueType  # 2
