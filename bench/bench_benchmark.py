@@ -44,6 +44,7 @@ from masterx_runtime.clients import channel, wait_until_serving  # noqa: E402
 from masterx_runtime.server import GrpcServer  # noqa: E402
 from masterx_runtime.settings import PeerSettings, ServerSettings  # noqa: E402
 from masterx_runtime.stores.mongo_store import MongoSettings  # noqa: E402
+from masterx_runtime.testing.benchstats import percentile  # noqa: E402
 from masterx_runtime.testing.servers import free_port, start_mongo, start_redis, wait_for_port  # noqa: E402
 from services.benchmark.app import BenchmarkApp  # noqa: E402
 from services.benchmark.config import BenchmarkSettings  # noqa: E402
@@ -90,13 +91,6 @@ def _behaviours() -> dict[str, dict[str, Any]]:
 
 
 PRICES = {"fast": (0.15, 0.6), "steady": (1.0, 3.0), "slow": (3.0, 15.0)}
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def _child(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -243,16 +237,16 @@ async def run(args: argparse.Namespace) -> int:
         ("throughput", f"{len(items) / run_s:8.1f} items/s"),
         (
             "provider latency p50 / p95 / p99 (router)",
-            f"{_pct(latencies, 50):6.0f} / {_pct(latencies, 95):.0f} / {_pct(latencies, 99):.0f} ms",
+            f"{percentile(latencies, 50):6.0f} / {percentile(latencies, 95):.0f} / {percentile(latencies, 99):.0f} ms",
         ),
         (
             "time to first token p50 / p95 / p99",
-            f"{_pct(ttfts, 50):6.0f} / {_pct(ttfts, 95):.0f} / {_pct(ttfts, 99):.0f} ms",
+            f"{percentile(ttfts, 50):6.0f} / {percentile(ttfts, 95):.0f} / {percentile(ttfts, 99):.0f} ms",
         ),
         ("items that failed at the provider", f"{len(items) - len(ok):8d} of {len(items)}"),
         (
             "sandbox runs, p50 / p95 / max",
-            f"{len(sandbox_ms):4d}, {_pct(sandbox_ms, 50):.0f} / {_pct(sandbox_ms, 95):.0f} / {max(sandbox_ms, default=0):.0f} ms",
+            f"{len(sandbox_ms):4d}, {percentile(sandbox_ms, 50):.0f} / {percentile(sandbox_ms, 95):.0f} / {max(sandbox_ms, default=0):.0f} ms",
         ),
         (
             "MongoDB inserts (item batches + scores)",

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc  # noqa: E402
 from masterx_runtime.clients import channel, wait_until_serving  # noqa: E402
+from masterx_runtime.testing.benchstats import machine, percentile  # noqa: E402
 from masterx_runtime.testing.servers import free_port, start_mongo, wait_for_port  # noqa: E402
 
 SERVICE = "masterx.emotion.v1.EmotionService"
@@ -86,18 +86,12 @@ class Row:
     server_ms: list[float] = field(default_factory=list)
     messages: int = 0
 
-    def pct(self, values: list[float], q: float) -> float:
-        if not values:
-            return float("nan")
-        s = sorted(values)
-        return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
-
     def line(self) -> str:
         rate = (self.messages or self.requests) / self.seconds if self.seconds else 0.0
         lat = self.latencies_ms
         return (
-            f"| {self.name:<50} | {self.requests:>6} | {self.pct(lat, 50):>7.2f} | {self.pct(lat, 95):>7.2f} | "
-            f"{self.pct(lat, 99):>7.2f} | {statistics.median(self.server_ms) if self.server_ms else float('nan'):>9.2f} | "
+            f"| {self.name:<50} | {self.requests:>6} | {percentile(lat, 50):>7.2f} | {percentile(lat, 95):>7.2f} | "
+            f"{percentile(lat, 99):>7.2f} | {statistics.median(self.server_ms) if self.server_ms else float('nan'):>9.2f} | "
             f"{rate:>8.1f} |"
         )
 
@@ -202,20 +196,6 @@ async def batches(stub: emotion_pb2_grpc.EmotionServiceStub, size: int, duration
     return row
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0))
-    load = os.getloadavg()
-    return f"{cpu}, {cores} cores, load average {load[0]:.2f} at start, Python {platform.python_version()}"
-
-
 def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """``python -m services.emotion`` on free ports, configured from the command line."""
     port, metrics_port = free_port(), free_port()
@@ -305,8 +285,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     best = max(rows[2:], key=lambda r: (r.messages or r.requests) / r.seconds)
     best_rate = (best.messages or best.requests) / best.seconds
     checks = [
-        ("single-request p50 <= 10 ms", single.pct(single.latencies_ms, 50), 10.0, "<="),
-        ("single-request p95 <= 20 ms", single.pct(single.latencies_ms, 95), 20.0, "<="),
+        ("single-request p50 <= 10 ms", percentile(single.latencies_ms, 50), 10.0, "<="),
+        ("single-request p95 <= 20 ms", percentile(single.latencies_ms, 95), 20.0, "<="),
         (f"throughput >= 300 msgs/s ({best.name})", best_rate, 300.0, ">="),
         ("server RSS <= 600 MB (current)", rss, 600.0, "<="),
     ]
@@ -320,9 +300,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             {
                 "name": r.name,
                 "calls": r.requests,
-                "p50_ms": r.pct(r.latencies_ms, 50),
-                "p95_ms": r.pct(r.latencies_ms, 95),
-                "p99_ms": r.pct(r.latencies_ms, 99),
+                "p50_ms": percentile(r.latencies_ms, 50),
+                "p95_ms": percentile(r.latencies_ms, 95),
+                "p99_ms": percentile(r.latencies_ms, 99),
                 "msgs_per_s": (r.messages or r.requests) / r.seconds,
             }
             for r in rows

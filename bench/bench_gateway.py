@@ -31,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from masterx_runtime.testing.benchstats import percentile  # noqa: E402
 from masterx_runtime.testing.servers import free_port, wait_for_port  # noqa: E402
 from tests.gateway.system import emotion_model_dir, gateway_url, start_system, system_env  # noqa: E402
 
@@ -44,15 +45,6 @@ MESSAGES = [
     "Why is the sky blue?",
     "This is actually fun, give me a harder one!",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def rss_mb(pid: int) -> float:
@@ -84,7 +76,7 @@ class CpuMeter:
 
 def row(name: str, values: list[float], unit: str = "ms") -> str:
     return (
-        f"| {name} | {pct(values, 0.5):.2f} | {pct(values, 0.95):.2f} | {pct(values, 0.99):.2f} "
+        f"| {name} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} | {percentile(values, 99):.2f} "
         f"| {statistics.fmean(values):.2f} | {unit} |"
     )
 
@@ -224,7 +216,7 @@ def main() -> None:
     print(
         f"\n/api/v1/emotion capacity of 2 idle cores from CPU cost (client excluded): {2000 / total_emotion:.0f} requests/s"
     )
-    p50 = pct(chat["overhead"], 0.5)
+    p50 = percentile(chat["overhead"], 50)
     print(f"\ntargets: overhead p50 <= 25 ms: {'met' if p50 <= 25 else 'MISSED'} ({p50:.1f} ms); "
           f"emotion >= 200 req/s: {'met' if rps >= 200 else 'MISSED'} ({rps:.0f})")  # fmt: skip
     print(json.dumps({"overhead_p50_ms": round(p50, 2), "emotion_rps": round(rps, 1)}))

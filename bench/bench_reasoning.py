@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import contextlib
 
 from masterx_runtime.errors import FailedPrecondition
+from masterx_runtime.testing.benchstats import percentile
 from services.reasoning.budget.allocator import BudgetAllocator, BudgetRequest
 from services.reasoning.budget.estimator import load_labels
 from services.reasoning.config import HERE
@@ -41,13 +42,8 @@ from services.reasoning.practice.planner import PART_TYPES, PURPOSES, bounds_for
 from services.reasoning.practice.soroban import ALL_SKILLS
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def row(name: str, unit: str, values: Sequence[float], extra: str = "") -> str:
-    return f"| {name:<52} | {pct(values, 50):>9.3f} | {pct(values, 95):>9.3f} | {pct(values, 99):>9.3f} | {unit:<4} | {extra}"
+    return f"| {name:<52} | {percentile(values, 50):>9.3f} | {percentile(values, 95):>9.3f} | {percentile(values, 99):>9.3f} | {unit:<4} | {extra}"
 
 
 HEADER = f"| {'measurement':<52} | {'p50':>9} | {'p95':>9} | {'p99':>9} | unit | notes\n|{'-' * 54}|{'-' * 11}|{'-' * 11}|{'-' * 11}|------|------"
@@ -227,7 +223,7 @@ def bench_budget() -> list[str]:
     answers = [allocator.allocate(BudgetRequest(t)).answer_tokens for t in texts]
     return [
         row("AllocateBudget (estimator + factors)", "ms", times, f"{len(times)} calls"),
-        f"| {'answer budget over the labelled queries':<52} | {statistics.median(answers):>9.0f} | {pct(answers, 95):>9.0f} | {max(answers):>9.0f} | tok  | vs provider default 4096 max_tokens",
+        f"| {'answer budget over the labelled queries':<52} | {statistics.median(answers):>9.0f} | {percentile(answers, 95):>9.0f} | {max(answers):>9.0f} | tok  | vs provider default 4096 max_tokens",
     ]
 
 

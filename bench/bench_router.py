@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel, wait_until_serving
+from masterx_runtime.testing.benchstats import percentile
 from masterx_runtime.testing.servers import free_port, start_mongo, start_redis
 from services.router.app import breaker_config
 from services.router.breaker import BreakerBoard
@@ -55,13 +56,8 @@ STREAM_SECONDS = TTFT_MS / 1000 + (TOKENS - 1) / TOKENS_PER_SECOND
 SECONDS = 12.0  # per path (direct, then through the router)
 
 
-def pct(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def row(name: str, unit: str, values: Sequence[float], target: str = "") -> str:
-    return f"| {name:<58} | {pct(values, 50):>9.3f} | {pct(values, 95):>9.3f} | {pct(values, 99):>9.3f} | {unit:<4} | {target}"
+    return f"| {name:<58} | {percentile(values, 50):>9.3f} | {percentile(values, 95):>9.3f} | {percentile(values, 99):>9.3f} | {unit:<4} | {target}"
 
 
 HEADER = (

@@ -275,14 +275,7 @@ def add_checkpoint_average(corpus: Corpus, build_dir: Path, log=print) -> dict:
 
 def hardware() -> str:
     import os
-    import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, no GPU"
+    from masterx_runtime.testing.benchstats import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, no GPU"

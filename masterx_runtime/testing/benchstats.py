@@ -1,0 +1,34 @@
+"""Small helpers every benchmark script shares: percentiles and a description of the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` in 0-100 (NaN for no values)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (falls back to the platform's word for it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line: CPU, usable cores, load average now, Python version."""
+    load = os.getloadavg()
+    cores = len(os.sched_getaffinity(0))
+    return f"{cpu_model()}, {cores} cores, load average {load[0]:.2f} at start, Python {platform.python_version()}"
