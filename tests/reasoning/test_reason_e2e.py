@@ -134,7 +134,9 @@ async def test_steps_stream_as_they_are_found(stack: Stack) -> None:
     started = time.monotonic()
     arrivals: list[tuple[float, pb.ReasonEvent]] = []
     async for event in stack.reasoning.Reason(
-        ask(limits=pb.SearchLimits(max_iterations=8, disable_early_stop=True)), timeout=30
+        # parallelism = width: one node expanded per round, so the search takes several rounds
+        ask(limits=pb.SearchLimits(max_iterations=8, max_width=3, parallelism=3, disable_early_stop=True)),
+        timeout=30,
     ):
         arrivals.append((time.monotonic() - started, event))
     assert arrivals[-1][1].HasField("result") and all(e.HasField("step") for _, e in arrivals[:-1])
