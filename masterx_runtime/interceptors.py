@@ -75,7 +75,11 @@ def _wrap_handler(
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Base: subclasses implement ``around_unary`` and ``around_stream``."""
+    """Base: wraps every handler in ``around_unary`` / ``around_stream``.
+
+    The default wrappers call ``begin`` before the RPC and ``end`` after it (with the exception
+    that ended it, if any), so an interceptor that only observes implements those two.
+    """
 
     async def intercept_service(
         self,
@@ -91,16 +95,37 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     def skip(self, method: str) -> bool:
         return method.startswith(("/grpc.health.v1.", "/grpc.reflection."))
 
+    def begin(self, context: grpc.aio.ServicerContext, method: str) -> Any:
+        """Called before the RPC; the result is handed to ``end``."""
+        return None
+
+    def end(self, context: grpc.aio.ServicerContext, method: str, state: Any, exc: BaseException | None) -> None:
+        """Called after the RPC, also when it failed or was cancelled."""
+
     async def around_unary(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
     ) -> Any:
-        return await behavior(request, context)
+        state, exc = self.begin(context, method), None
+        try:
+            return await behavior(request, context)
+        except BaseException as e:
+            exc = e
+            raise
+        finally:
+            self.end(context, method, state, exc)
 
     async def around_stream(
         self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
     ) -> AsyncIterator[Any]:
-        async for item in _drain(behavior, request, context):
-            yield item
+        state, exc = self.begin(context, method), None
+        try:
+            async for item in _drain(behavior, request, context):
+                yield item
+        except BaseException as e:
+            exc = e
+            raise
+        finally:
+            self.end(context, method, state, exc)
 
 
 def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
@@ -127,59 +152,27 @@ class RequestContextInterceptor(_WrappingInterceptor):
     def skip(self, method: str) -> bool:
         return False
 
-    def _begin(self, context: grpc.aio.ServicerContext) -> tuple[str, Any]:
+    def begin(self, context: grpc.aio.ServicerContext, method: str) -> tuple[float, Any]:
         rid = ""
         for key, value in context.invocation_metadata() or ():
             if key == REQUEST_ID_KEY and isinstance(value, str):
                 rid = value[:128]
         rid = rid or uuid.uuid4().hex
-        token = request_id_var.set(rid)
-        return rid, token
+        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+        return time.perf_counter(), request_id_var.set(rid)
 
-    def _end(self, context: grpc.aio.ServicerContext, method: str, start: float, exc: BaseException | None) -> None:
+    def end(self, context: grpc.aio.ServicerContext, method: str, state: Any, exc: BaseException | None) -> None:
+        start, token = state
         quiet = method.startswith(("/grpc.health.v1.", "/grpc.reflection."))
         status = _status_of(context, exc)
-        level = (
-            logging.DEBUG
-            if quiet
-            else (logging.INFO if status in ("OK", "CANCELLED") or exc is None else logging.WARNING)
-        )
+        ok = exc is None or status in ("OK", "CANCELLED")
+        level = logging.DEBUG if quiet else (logging.INFO if ok else logging.WARNING)
         log.log(
             level,
             "rpc",
             extra={"method": method, "status": status, "ms": round((time.perf_counter() - start) * 1000, 2)},
         )
-
-    async def around_unary(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> Any:
-        rid, token = self._begin(context)
-        start, exc = time.perf_counter(), None
-        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-        try:
-            return await behavior(request, context)
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            self._end(context, method, start, exc)
-            request_id_var.reset(token)
-
-    async def around_stream(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> AsyncIterator[Any]:
-        rid, token = self._begin(context)
-        start, exc = time.perf_counter(), None
-        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-        try:
-            async for item in _drain(behavior, request, context):
-                yield item
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            self._end(context, method, start, exc)
-            request_id_var.reset(token)
+        request_id_var.reset(token)
 
 
 class MetricsInterceptor(_WrappingInterceptor):
@@ -188,34 +181,13 @@ class MetricsInterceptor(_WrappingInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
 
-    async def around_unary(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> Any:
-        start, exc = time.perf_counter(), None
+    def begin(self, context: grpc.aio.ServicerContext, method: str) -> float:
         metrics.RPC_IN_FLIGHT.labels(self.service).inc()
-        try:
-            return await behavior(request, context)
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            metrics.RPC_IN_FLIGHT.labels(self.service).dec()
-            metrics.observe_rpc(self.service, method, _status_of(context, exc), time.perf_counter() - start)
+        return time.perf_counter()
 
-    async def around_stream(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> AsyncIterator[Any]:
-        start, exc = time.perf_counter(), None
-        metrics.RPC_IN_FLIGHT.labels(self.service).inc()
-        try:
-            async for item in _drain(behavior, request, context):
-                yield item
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            metrics.RPC_IN_FLIGHT.labels(self.service).dec()
-            metrics.observe_rpc(self.service, method, _status_of(context, exc), time.perf_counter() - start)
+    def end(self, context: grpc.aio.ServicerContext, method: str, state: Any, exc: BaseException | None) -> None:
+        metrics.RPC_IN_FLIGHT.labels(self.service).dec()
+        metrics.observe_rpc(self.service, method, _status_of(context, exc), time.perf_counter() - state)
 
 
 class ErrorMappingInterceptor(_WrappingInterceptor):
