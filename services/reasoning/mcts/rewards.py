@@ -190,13 +190,18 @@ class RewardModel:
         self.heuristic = HeuristicScorer(self.settings)
         self.uses_judge = self.judge is not None and self.mode in (RewardMode.AUTO, RewardMode.JUDGE)
 
-    async def score(self, item: RewardInput) -> Reward:
+    def _score_without_model(self, item: RewardInput) -> Reward | None:
+        """The dead-end rule, then the verifier where the mode allows it; None when neither decides."""
         if item.answer is None and item.at_max_depth:
             return Reward(self.settings.dead_end, "heuristic")
         if self.mode in (RewardMode.AUTO, RewardMode.VERIFIER):
-            verified = self.verifier.score(item)
-            if verified is not None:
-                return verified
+            return self.verifier.score(item)
+        return None
+
+    async def score(self, item: RewardInput) -> Reward:
+        decided = self._score_without_model(item)
+        if decided is not None:
+            return decided
         usages: tuple[CallUsage, ...] = ()
         if self.uses_judge:
             assert self.judge is not None
@@ -208,10 +213,5 @@ class RewardModel:
 
     def score_without_calls(self, item: RewardInput) -> Reward:
         """Dead-end rule, verifier, heuristic: for when there is no time left to ask the judge."""
-        if item.answer is None and item.at_max_depth:
-            return Reward(self.settings.dead_end, "heuristic")
-        if self.mode in (RewardMode.AUTO, RewardMode.VERIFIER):
-            verified = self.verifier.score(item)
-            if verified is not None:
-                return verified
-        return self.heuristic.score(item)
+        decided = self._score_without_model(item)
+        return decided if decided is not None else self.heuristic.score(item)
