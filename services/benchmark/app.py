@@ -8,7 +8,6 @@ benchmark service back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from masterx_runtime.errors import Unavailable
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
+from masterx_runtime.tasks import stop_tasks
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.router_client import RouterClient
 from services.benchmark.runs import RunManager, default_owner_id
@@ -147,10 +147,9 @@ class BenchmarkApp(ServiceApp):
         return judge
 
     async def stop(self) -> None:
-        if self._scheduler_task is not None:
-            self._scheduler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler_task
+        if self.scheduler is not None:
+            self.scheduler.request_stop()
+        await stop_tasks([self._scheduler_task])
         if self.manager is not None:
             await self.manager.shutdown()
         if self.router is not None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masterx_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from masterx_runtime.tasks import stop_tasks
 from services.benchmark.aggregate import ScoreRefs, aggregate
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.metrics import ITEMS, RUNS
@@ -285,10 +286,7 @@ class RunManager:
     ) -> None:
         """Stop the item tasks, store what was scored, then record the run's end exactly once."""
         try:
-            for task in (work, keeper):
-                if task is not None and not task.done():
-                    task.cancel()
-            await asyncio.gather(*(t for t in (work, keeper) if t is not None), return_exceptions=True)
+            await stop_tasks((work, keeper), timeout=self.cfg.lease_seconds)
             if writer is not None and not writer.done():
                 queue.put_nowait(_STOP)
                 await asyncio.gather(writer, return_exceptions=True)
@@ -379,7 +377,8 @@ class RunManager:
         last_renew = self.clock()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.cancel.wait(), timeout=poll)
+                async with asyncio.timeout(poll):  # not wait_for: on 3.11 it can swallow a cancel
+                    await run.cancel.wait()
             if run.cancel.is_set():
                 return "cancelled", run.stop_reason or "cancelled by request"
             now = self.clock()
@@ -456,7 +455,8 @@ class RunManager:
     async def _wait_change(self, run_id: str, timeout: float) -> None:
         event = self._changed.setdefault(run_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
 
     async def watch(self, run_id: str) -> AsyncIterator[tuple[Document, Document | None]]:
         """Current state first, then every stored item in order, then the final state."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from masterx_runtime.errors import DeadlineExceeded, Unavailable
+from masterx_runtime.tasks import stop_tasks
 
 log = logging.getLogger("masterx.emotion.batcher")
 
@@ -84,11 +84,8 @@ class MicroBatcher(Generic[R]):
     async def close(self) -> None:
         """Stop collecting, fail what is still queued, release the worker thread."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks([self._task])
+        self._task = None
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():

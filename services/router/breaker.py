@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
+from masterx_runtime.tasks import stop_tasks
+
 log = logging.getLogger("masterx.router.breaker")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -252,9 +254,7 @@ class BreakerBoard:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         self._tasks = []
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):

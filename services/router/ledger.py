@@ -31,6 +31,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.tasks import stop_tasks
 
 log = logging.getLogger("masterx.router.ledger")
 
@@ -125,7 +126,8 @@ class CostLedger:
     async def _run(self) -> None:
         while self._pending:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.flush_seconds)
+                async with asyncio.timeout(self.flush_seconds):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
 
@@ -138,9 +140,7 @@ class CostLedger:
 
     async def close(self) -> None:
         await self.flush()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await stop_tasks([self._flusher])
 
     async def _write(self, batch: list[tuple[Charge, float]]) -> None:
         docs = []

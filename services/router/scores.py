@@ -19,6 +19,7 @@ import grpc
 
 from masterx.benchmark.v1 import benchmark_pb2, benchmark_pb2_grpc
 from masterx_runtime.clients import channel
+from masterx_runtime.tasks import stop_tasks
 from services.router.classifier.model import ENUM_CATEGORY
 from services.router.providers.base import ProviderSpec
 
@@ -121,8 +122,7 @@ class ScoreRefresher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
         if self._channel is not None:
             await self._channel.close()
             self._channel = None

@@ -91,6 +91,7 @@ def write_tiny_data(root: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # trains a model
 def test_pipeline_end_to_end(tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort

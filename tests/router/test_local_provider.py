@@ -41,6 +41,7 @@ async def test_missing_model_is_reported_not_raised() -> None:
 
 
 @pytest.mark.e2e_heavy
+@pytest.mark.timeout(900)  # loads and runs a real local LLM on CPU
 @needs_llama
 async def test_local_model_answers_and_streams() -> None:
     provider = LocalLlamaProvider(local_spec(threads=2))
@@ -61,6 +62,7 @@ async def test_local_model_answers_and_streams() -> None:
 
 
 @pytest.mark.e2e_heavy
+@pytest.mark.timeout(900)  # loads and runs a real local LLM on CPU
 @needs_llama
 async def test_router_with_no_configuration_answers_through_the_local_model(make_router: RouterFactory) -> None:
     async with make_router([], ROUTER_LOCAL_PROVIDER="auto") as (_app, stub):

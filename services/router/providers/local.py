@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from masterx_runtime.tasks import stop_tasks
 from services.router.providers.base import (
     ChatRequest,
     Completion,
@@ -141,9 +142,7 @@ class LocalLlamaProvider(Provider):
         )
 
     async def close(self) -> None:
-        if self._load_task is not None:
-            self._load_task.cancel()
-            await asyncio.gather(self._load_task, return_exceptions=True)
+        await stop_tasks([self._load_task])
         self._llm = None
 
     def _require(self) -> Any:
@@ -212,7 +211,8 @@ class LocalLlamaProvider(Provider):
                     if remaining <= 0:
                         raise ProviderTimeout(self.name, f"no answer within {timeout:.1f}s")
                     try:
-                        kind, value = await asyncio.wait_for(queue.get(), remaining)
+                        async with asyncio.timeout(remaining):
+                            kind, value = await queue.get()
                     except TimeoutError:
                         raise ProviderTimeout(self.name, f"no answer within {timeout:.1f}s") from None
                     if kind == "delta":
