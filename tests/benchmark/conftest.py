@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +22,17 @@ async def store(mongo_url: str, mongo_db_name: str) -> AsyncIterator[BenchmarkSt
     finally:
         await mongo.client.drop_database(mongo_db_name)
         await mongo.close()
+
+
+@pytest.fixture
+def sandbox_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private parent for the sandbox work directories of this test.
+
+    Leak checks then look only at sandbox processes started by this test, not at those of another
+    test run on the same machine. World-traversable, because the sandboxed child runs as nobody.
+    """
+    root = Path(tempfile.mkdtemp(prefix="mx-sbx-test-"))
+    root.chmod(0o711)
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -204,3 +205,20 @@ def suites() -> dict[int, Suite]:
 
 def behavior(rules: list[ReplyRule], **fields: Any) -> ProviderBehavior:
     return dataclasses.replace(ProviderBehavior(rules=rules, default_reply="I am not sure."), **fields)
+
+
+def sandbox_processes(root: Path) -> list[int]:
+    """PIDs of sandboxed answer processes whose work directory lies under ``root``.
+
+    A process that escaped its group (``setsid``) keeps its command line, so it is still found.
+    """
+    marker = str(root).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"_sandbox_child.py" in cmdline and marker in cmdline:
+            found.append(int(proc.name))
+    return found

@@ -33,6 +33,7 @@ from tests.benchmark.harness import (
     benchmark_stack,
     correct_rules,
     prompt_pattern,
+    sandbox_processes,
     suites,
     wrong_rules,
 )
@@ -132,7 +133,7 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
 
 
 async def test_hostile_code_answers_are_contained_and_scored_zero(
-    redis_url: str, mongo_url: str, mongo_db_name: str
+    redis_url: str, mongo_url: str, mongo_db_name: str, sandbox_root: Path
 ) -> None:
     coding = next(s for s in SUITES.values() if s.name == "coding")
     targets = [i for i in coding.items if i.spec.kind == "unit_tests"][:4]
@@ -187,18 +188,7 @@ async def test_hostile_code_answers_are_contained_and_scored_zero(
         bad, good = by_item[("hostile", item.id)], by_item[("good", item.id)]
         assert bad.quality == 0.0, (item.id, list(bad.evidence))
         assert good.quality == 100.0, (item.id, list(good.evidence))
-    assert _sandbox_processes() == []
-
-
-def _sandbox_processes() -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"_sandbox_child.py" in (proc / "cmdline").read_bytes():
-                found.append(proc.name)
-        except OSError:
-            continue
-    return found
+    assert sandbox_processes(sandbox_root) == []
 
 
 async def test_cancel_leaves_consistent_records_and_leases_block_duplicates(

@@ -14,24 +14,13 @@ import pytest
 
 from services.benchmark.scoring import ItemScorer, Sandbox, SandboxLimits
 from services.benchmark.scoring.specs import UnitTestSpec
+from tests.benchmark.harness import sandbox_processes
 
 SPEC = UnitTestSpec("add", ("assert add(1, 2) == 3", "assert add(-1, 1) == 0"))
 
 
 def _answer(code: str) -> str:
     return f"Here is the function:\n```python\n{code}\n```\n"
-
-
-def _sandbox_processes() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"_sandbox_child.py" in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 LIMITS = SandboxLimits(timeout_s=3.0, per_test_timeout_s=0.5, memory_mb=256, max_processes=8, output_bytes=16384)
@@ -46,7 +35,7 @@ def probed() -> tuple[str, str]:
 
 
 @pytest.fixture
-def scorer(probed: tuple[str, str]) -> ItemScorer:
+def scorer(probed: tuple[str, str], sandbox_root: Path) -> ItemScorer:
     sandbox = Sandbox(LIMITS)
     sandbox.mode, sandbox.python = probed
     return ItemScorer(sandbox)
@@ -81,7 +70,7 @@ async def test_partially_correct_code_gets_partial_credit(scorer: ItemScorer) ->
     ],
 )
 async def test_hostile_answers_are_contained_and_scored_zero(
-    scorer: ItemScorer, name: str, code: str, expect: str
+    scorer: ItemScorer, sandbox_root: Path, name: str, code: str, expect: str
 ) -> None:
     started = time.monotonic()
     score = await scorer.score(SPEC, _answer(code))
@@ -89,7 +78,7 @@ async def test_hostile_answers_are_contained_and_scored_zero(
     assert time.monotonic() - started < 6.0, name  # the 3 s wall-clock limit plus slack on a loaded machine
     assert re.search(expect, " ".join(score.evidence)), (name, score.evidence)
     await asyncio.sleep(0.05)
-    assert _sandbox_processes() == [], f"{name}: sandbox processes left behind"
+    assert sandbox_processes(sandbox_root) == [], f"{name}: sandbox processes left behind"
 
 
 async def test_network_calls_never_leave_the_sandbox(scorer: ItemScorer) -> None:
@@ -113,7 +102,9 @@ async def test_network_calls_never_leave_the_sandbox(scorer: ItemScorer) -> None
     assert (await scorer.score(SPEC, _answer(dns))).quality == 0.0
 
 
-async def test_background_process_that_escapes_the_group_dies_with_the_run(scorer: ItemScorer) -> None:
+async def test_background_process_that_escapes_the_group_dies_with_the_run(
+    scorer: ItemScorer, sandbox_root: Path
+) -> None:
     if scorer.sandbox.mode != "namespaces":
         pytest.skip("needs a PID namespace (rlimits mode documents this gap)")
     code = (
@@ -128,7 +119,7 @@ async def test_background_process_that_escapes_the_group_dies_with_the_run(score
     score = await scorer.score(SPEC, _answer(code))
     assert score.quality == 100.0
     await asyncio.sleep(0.1)
-    assert _sandbox_processes() == []
+    assert sandbox_processes(sandbox_root) == []
 
 
 async def test_answer_cannot_write_outside_its_directory_when_service_is_root(scorer: ItemScorer) -> None:
