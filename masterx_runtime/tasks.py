@@ -11,6 +11,7 @@ cancel gets a grace second for the task's own cleanup before it is repeated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -38,6 +39,18 @@ async def stop_tasks(tasks: Iterable[asyncio.Future[Any] | None], timeout: float
         if not task.cancelled():
             task.exception()
     return True
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; True when it was set.
+
+    Uses ``asyncio.timeout`` rather than ``asyncio.wait_for``, which on 3.11 can swallow a cancel
+    that arrives as the wait ends (the loops that call this must stay cancellable).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
 
 
 def _name(task: asyncio.Future[Any]) -> str:

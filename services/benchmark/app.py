@@ -147,9 +147,7 @@ class BenchmarkApp(ServiceApp):
         return judge
 
     async def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.request_stop()
-        await stop_tasks([self._scheduler_task])
+        await stop_tasks([self._scheduler_task])  # re-cancels: a cancel lost in a driver call must not hang stop
         if self.manager is not None:
             await self.manager.shutdown()
         if self.router is not None:

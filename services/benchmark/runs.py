@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masterx_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from masterx_runtime.tasks import stop_tasks
+from masterx_runtime.tasks import stop_tasks, wait_event
 from services.benchmark.aggregate import ScoreRefs, aggregate
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.metrics import ITEMS, RUNS
@@ -376,10 +376,7 @@ class RunManager:
         poll = min(1.0, ttl / 3)
         last_renew = self.clock()
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll):  # not wait_for: on 3.11 it can swallow a cancel
-                    await run.cancel.wait()
-            if run.cancel.is_set():
+            if await wait_event(run.cancel, poll):
                 return "cancelled", run.stop_reason or "cancelled by request"
             now = self.clock()
             if now - last_renew >= ttl / 3:
@@ -453,10 +450,7 @@ class RunManager:
             await self._wait_change(run_id, min(0.2, max(0.01, deadline - time.monotonic())))
 
     async def _wait_change(self, run_id: str, timeout: float) -> None:
-        event = self._changed.setdefault(run_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
+        await wait_event(self._changed.setdefault(run_id, asyncio.Event()), timeout)
 
     async def watch(self, run_id: str) -> AsyncIterator[tuple[Document, Document | None]]:
         """Current state first, then every stored item in order, then the final state."""

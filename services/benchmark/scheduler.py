@@ -10,7 +10,6 @@ is never run twice at once nor more often than the schedule asks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from services.benchmark.config import BenchmarkSettings
@@ -24,7 +23,6 @@ class Scheduler:
     def __init__(self, manager: RunManager, cfg: BenchmarkSettings) -> None:
         self.manager = manager
         self.cfg = cfg
-        self._stop = asyncio.Event()
 
     @property
     def enabled(self) -> bool:
@@ -46,25 +44,15 @@ class Scheduler:
             log.info("scheduled run started", extra={"run_id": doc["_id"], "categories": doc["categories"]})
         return doc
 
-    def request_stop(self) -> None:
-        """Make :meth:`run_forever` return after the current tick.
-
-        Shutdown does not rely on cancellation alone: on Python 3.11 the MongoDB driver can lose a
-        cancel that lands mid-request, and a lost cancel would leave this loop running forever.
-        """
-        self._stop.set()
-
     async def run_forever(self) -> None:
         interval = (
             min(self.cfg.schedule_check_seconds, self.cfg.lease_seconds) if self.enabled else self.cfg.lease_seconds
         )
-        while not self._stop.is_set():
+        while True:
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed tick (router or MongoDB down) is retried next time
                 log.warning("scheduler tick failed", extra={"error": str(exc)[:300]})
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stop.wait()
+            await asyncio.sleep(interval)

@@ -16,7 +16,6 @@ nothing is lost on a clean shutdown (a crash can lose at most one flush interval
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -31,7 +30,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from masterx_runtime.errors import InvalidArgument
-from masterx_runtime.tasks import stop_tasks
+from masterx_runtime.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("masterx.router.ledger")
 
@@ -125,9 +124,7 @@ class CostLedger:
 
     async def _run(self) -> None:
         while self._pending:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.flush_seconds):  # not wait_for: on 3.11 it can swallow a cancel
-                    await self._wakeup.wait()
+            await wait_event(self._wakeup, self.flush_seconds)
             self._wakeup.clear()
             await self.flush()
 
