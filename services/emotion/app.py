@@ -200,7 +200,7 @@ class EmotionApp(ServiceApp):
                 "parameters_version": self.params.version,
                 "execution_providers": model.providers,
                 "intra_op_threads": c.intra_op_threads,
-                "batch_mode": "per_text" if model.batch_invariant else "padded",
+                "batch_mode": model.batch_mode,
                 "load_ms": round(load_ms, 1),
                 "warmup_ms": round(warm_ms, 1),
             },
@@ -249,7 +249,7 @@ class EmotionApp(ServiceApp):
         }
         if self.batcher is not None:
             details["batching"] = {
-                "mode": "per_text" if m is not None and m.batch_invariant else "padded",
+                "mode": m.batch_mode if m is not None else "padded",
                 "max_size": self.batcher.max_size,
                 "max_wait_ms": self.cfg.batch_max_wait_ms,
                 **self.batcher.stats.snapshot(),

@@ -189,6 +189,11 @@ class EmotionModel:
         z = np.clip(logits / self.temperature, -60.0, 60.0)
         return 1.0 / (1.0 + np.exp(-z))
 
+    @property
+    def batch_mode(self) -> str:
+        """``per_text`` or ``padded``: how a micro-batch runs (reported in logs and health)."""
+        return "per_text" if self.batch_invariant else "padded"
+
     def predict(self, texts: list[str]) -> list[Prediction]:
         """Analyse texts: one padded onnxruntime run, or one run per text if batch_invariant."""
         if not texts:
