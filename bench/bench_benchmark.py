@@ -50,7 +50,7 @@ from services.benchmark.app import BenchmarkApp  # noqa: E402
 from services.benchmark.config import BenchmarkSettings  # noqa: E402
 from services.benchmark.store import ITEMS  # noqa: E402
 from services.benchmark.suite import SuiteItem, load_suites  # noqa: E402
-from services.router.testserver import ProviderBehavior  # noqa: E402
+from masterx_runtime.testing.fake_llm import ProviderBehavior  # noqa: E402
 from tests.benchmark.harness import item_rules, wrong_answer  # noqa: E402
 
 PYTHON = sys.executable
@@ -133,7 +133,7 @@ async def run(args: argparse.Namespace) -> int:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "BENCHMARK_", "MASTERX_"))}
         procs.append(
             _child(
-                [PYTHON, "-m", "services.router.testserver", "--port", str(llm_port), "--config", str(config)],
+                [PYTHON, "-m", "masterx_runtime.testing.fake_llm", "--port", str(llm_port), "--config", str(config)],
                 base_env,
                 work / "llm.log",
             )

@@ -137,7 +137,7 @@ async def emotion_throughput(base: str, seconds: float, concurrency: int) -> tup
 def start_fake_llm() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.router.testserver", "--port", str(port)],
+        [sys.executable, "-m", "masterx_runtime.testing.fake_llm", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

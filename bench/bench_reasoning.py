@@ -243,7 +243,7 @@ async def bench_through_router() -> list[str]:
     from services.reasoning.app import ReasoningApp
     from services.reasoning.config import ReasoningSettings
     from services.router.app import RouterApp
-    from services.router.testserver import FakeLLMServer, ProviderBehavior
+    from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
 
     redis, mongo = start_redis(), start_mongo()
     lines = []

@@ -184,7 +184,7 @@ def fake_server(port: int, behaviors: dict[str, Any], tmp: Path) -> subprocess.P
     config = tmp / "fake.json"
     config.write_text(json.dumps({"providers": behaviors}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.router.testserver", "--port", str(port), "--config", str(config)],
+        [sys.executable, "-m", "masterx_runtime.testing.fake_llm", "--port", str(port), "--config", str(config)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
     )

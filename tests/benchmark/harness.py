@@ -31,7 +31,7 @@ from services.benchmark.app import BenchmarkApp
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.scoring.specs import KeywordSpec, NumericSpec, RubricSpec, UnitTestSpec
 from services.benchmark.suite import Suite, SuiteItem, load_suites
-from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 #: Replies of a provider that is wrong on every item (but well-formed).
 WRONG_EMPATHY = "You should have studied harder. This is easy, obviously, so stop complaining."

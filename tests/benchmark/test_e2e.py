@@ -24,7 +24,7 @@ from masterx_runtime.testing.servers import free_port
 from services.benchmark.app import BenchmarkApp
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.store import RUNS
-from services.router.testserver import ReplyRule
+from masterx_runtime.testing.fake_llm import ReplyRule
 from tests.benchmark.harness import (
     FakeProvider,
     Stack,

@@ -12,7 +12,7 @@ from typing import Any
 
 from masterx_runtime.launcher import LocalSystem
 from services.emotion.config import DEFAULT_MODEL_DIR
-from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 ADMIN_KEY = "e2e-admin-key-7f3a9c"
 

@@ -20,7 +20,7 @@ import pytest
 
 from masterx_runtime.launcher import LocalSystem
 from services.emotion.config import DEFAULT_MODEL_DIR
-from services.router.testserver import FakeLLMServer
+from masterx_runtime.testing.fake_llm import FakeLLMServer
 from tests.gateway.system import (
     ADMIN_KEY,
     configure_providers,

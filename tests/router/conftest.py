@@ -14,7 +14,7 @@ from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
-from services.router.testserver import FakeLLMServer
+from masterx_runtime.testing.fake_llm import FakeLLMServer
 
 RouterFactory = Callable[
     ..., contextlib.AbstractAsyncContextManager[tuple[RouterApp, router_pb2_grpc.RouterServiceStub]]

@@ -29,7 +29,7 @@ from services.router.providers import (
 from services.router.providers.base import Provider, ProviderSpec, redact
 from services.router.providers.http import make_http_client
 from services.router.providers.registry import build_provider, load_specs
-from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 KINDS = ["openai", "anthropic", "gemini"]
 REQ = ChatRequest(

@@ -17,7 +17,7 @@ from masterx_runtime.errors import Unavailable, error_detail_from
 from masterx_runtime.testing.grpc_server import serving
 from masterx_runtime.testing.servers import free_port
 from services.router.app import RouterApp
-from services.router.testserver import FakeLLMServer, ReplyRule
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ReplyRule
 from tests.router.conftest import RouterFactory, ask, expect_error
 
 

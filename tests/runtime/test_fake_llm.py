@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from services.router.testserver import FakeLLMServer, ProviderBehavior, ReplyRule
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 MSGS: Any = [{"role": "system", "content": "You are a tutor."}, {"role": "user", "content": "What is 2 + 2?"}]
 
@@ -289,7 +289,7 @@ def test_command_line_server_with_config_file(tmp_path: Path) -> None:
     config = tmp_path / "fake.json"
     config.write_text(json.dumps({"providers": {"cli": {"default_reply": "cli says hi"}}}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.router.testserver", "--port", "0", "--config", str(config)],
+        [sys.executable, "-m", "masterx_runtime.testing.fake_llm", "--port", "0", "--config", str(config)],
         stdout=subprocess.PIPE,
         text=True,
     )
