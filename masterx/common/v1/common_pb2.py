@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emasterx/common/v1/common.proto\x12\x11masterx.common.v1\";\n\x03PAD\x12\x10\n\x08pleasure\x18\x01 \x01(\x01\x12\x0f\n\x07\x61rousal\x18\x02 \x01(\x01\x12\x11\n\tdominance\x18\x03 \x01(\x01\"\xa4\x01\n\x0eStudentContext\x12\x17\n\nengagement\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0e\x63ognitive_load\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12!\n\x14time_on_task_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_engagementB\x11\n\x0f_cognitive_loadB\x17\n\x15_time_on_task_seconds\"B\n\x0c\x45motionScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\"L\n\tReadiness\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x30\n\x05level\x18\x02 \x01(\x0e\x32!.masterx.common.v1.ReadinessLevel\"c\n\x0cIntervention\x12\x33\n\x05level\x18\x01 \x01(\x0e\x32$.masterx.common.v1.InterventionLevel\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"\xf9\x04\n\rEmotionResult\x12\x17\n\x0fprimary_emotion\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12/\n\x06scores\x18\x03 \x03(\x0b\x32\x1f.masterx.common.v1.EmotionScore\x12\x13\n\x0b\x65kman_group\x18\x04 \x01(\t\x12#\n\x03pad\x18\x05 \x01(\x0b\x32\x16.masterx.common.v1.PAD\x12\x38\n\x0elearning_state\x18\x06 \x01(\x0e\x32 .masterx.common.v1.LearningState\x12/\n\treadiness\x18\x07 \x01(\x0b\x32\x1c.masterx.common.v1.Readiness\x12\x35\n\x0cintervention\x18\x08 \x01(\x0b\x32\x1f.masterx.common.v1.Intervention\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x11\n\ttruncated\x18\x0b \x01(\x08\x12\x31\n\ntrajectory\x18\x0c \x01(\x0e\x32\x1d.masterx.common.v1.Trajectory\x12\'\n\x07pad_ema\x18\r \x01(\x0b\x32\x16.masterx.common.v1.PAD\x12X\n\x15learning_state_scores\x18\x0e \x03(\x0b\x32\x39.masterx.common.v1.EmotionResult.LearningStateScoresEntry\x1a:\n\x18LearningStateScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"b\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x11\n\testimated\x18\x04 \x01(\x08\"i\n\x05Usage\x12-\n\x06tokens\x18\x01 \x01(\x0b\x32\x1d.masterx.common.v1.TokenUsage\x12\x10\n\x08\x63ost_usd\x18\x02 \x01(\x01\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\";\n\x0c\x42udgetFactor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa5\x01\n\x0bTokenBudget\x12\x18\n\x10reasoning_tokens\x18\x01 \x01(\x05\x12\x15\n\ranswer_tokens\x18\x02 \x01(\x05\x12\x12\n\ncomplexity\x18\x03 \x01(\x01\x12\x1f\n\x17recommend_deep_thinking\x18\x04 \x01(\x08\x12\x30\n\x07\x66\x61\x63tors\x18\x05 \x03(\x0b\x32\x1f.masterx.common.v1.BudgetFactor\"Q\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x12\n\ndependency\x18\x04 \x01(\t*\xa6\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41TEGORY_CODING\x10\x01\x12\x11\n\rCATEGORY_MATH\x10\x02\x12\x15\n\x11\x43\x41TEGORY_RESEARCH\x10\x03\x12\x15\n\x11\x43\x41TEGORY_LANGUAGE\x10\x04\x12\x14\n\x10\x43\x41TEGORY_EMPATHY\x10\x05\x12\x14\n\x10\x43\x41TEGORY_GENERAL\x10\x06*\xf7\x01\n\rLearningState\x12\x1e\n\x1aLEARNING_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17LEARNING_STATE_CONFUSED\x10\x01\x12\x1d\n\x19LEARNING_STATE_FRUSTRATED\x10\x02\x12\x1a\n\x16LEARNING_STATE_ANXIOUS\x10\x03\x12\x18\n\x14LEARNING_STATE_BORED\x10\x04\x12\x1a\n\x16LEARNING_STATE_ENGAGED\x10\x05\x12\x1c\n\x18LEARNING_STATE_CONFIDENT\x10\x06\x12\x1a\n\x16LEARNING_STATE_NEUTRAL\x10\x07*\xbe\x01\n\x0eReadinessLevel\x12\x1f\n\x1bREADINESS_LEVEL_UNSPECIFIED\x10\x00\x12\x1d\n\x19READINESS_LEVEL_NOT_READY\x10\x01\x12\x17\n\x13READINESS_LEVEL_LOW\x10\x02\x12\x1c\n\x18READINESS_LEVEL_MODERATE\x10\x03\x12\x18\n\x14READINESS_LEVEL_HIGH\x10\x04\x12\x1b\n\x17READINESS_LEVEL_OPTIMAL\x10\x05*\xcd\x01\n\x11InterventionLevel\x12\"\n\x1eINTERVENTION_LEVEL_UNSPECIFIED\x10\x00\x12\x1b\n\x17INTERVENTION_LEVEL_NONE\x10\x01\x12\x1a\n\x16INTERVENTION_LEVEL_LOW\x10\x02\x12\x1d\n\x19INTERVENTION_LEVEL_MEDIUM\x10\x03\x12\x1b\n\x17INTERVENTION_LEVEL_HIGH\x10\x04\x12\x1f\n\x1bINTERVENTION_LEVEL_CRITICAL\x10\x05*\xdd\x01\n\nTrajectory\x12\x1a\n\x16TRAJECTORY_UNSPECIFIED\x10\x00\x12\x18\n\x14TRAJECTORY_IMPROVING\x10\x01\x12\x18\n\x14TRAJECTORY_DECLINING\x10\x02\x12\x1e\n\x1aTRAJECTORY_STABLE_POSITIVE\x10\x03\x12\x1d\n\x19TRAJECTORY_STABLE_NEUTRAL\x10\x04\x12\x1e\n\x1aTRAJECTORY_STABLE_NEGATIVE\x10\x05\x12 \n\x1cTRAJECTORY_INSUFFICIENT_DATA\x10\x06\x42\x02P\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emasterx/common/v1/common.proto\x12\x11masterx.common.v1\";\n\x03PAD\x12\x10\n\x08pleasure\x18\x01 \x01(\x01\x12\x0f\n\x07\x61rousal\x18\x02 \x01(\x01\x12\x11\n\tdominance\x18\x03 \x01(\x01\"\xa4\x01\n\x0eStudentContext\x12\x17\n\nengagement\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0e\x63ognitive_load\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12!\n\x14time_on_task_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_engagementB\x11\n\x0f_cognitive_loadB\x17\n\x15_time_on_task_seconds\"B\n\x0c\x45motionScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\"L\n\tReadiness\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x30\n\x05level\x18\x02 \x01(\x0e\x32!.masterx.common.v1.ReadinessLevel\"c\n\x0cIntervention\x12\x33\n\x05level\x18\x01 \x01(\x0e\x32$.masterx.common.v1.InterventionLevel\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12\r\n\x05score\x18\x03 \x01(\x01\"\xca\x06\n\rEmotionResult\x12\x17\n\x0fprimary_emotion\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12/\n\x06scores\x18\x03 \x03(\x0b\x32\x1f.masterx.common.v1.EmotionScore\x12\x13\n\x0b\x65kman_group\x18\x04 \x01(\t\x12#\n\x03pad\x18\x05 \x01(\x0b\x32\x16.masterx.common.v1.PAD\x12\x38\n\x0elearning_state\x18\x06 \x01(\x0e\x32 .masterx.common.v1.LearningState\x12/\n\treadiness\x18\x07 \x01(\x0b\x32\x1c.masterx.common.v1.Readiness\x12\x35\n\x0cintervention\x18\x08 \x01(\x0b\x32\x1f.masterx.common.v1.Intervention\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x11\n\ttruncated\x18\x0b \x01(\x08\x12\x31\n\ntrajectory\x18\x0c \x01(\x0e\x32\x1d.masterx.common.v1.Trajectory\x12\'\n\x07pad_ema\x18\r \x01(\x0b\x32\x16.masterx.common.v1.PAD\x12X\n\x15learning_state_scores\x18\x0e \x03(\x0b\x32\x39.masterx.common.v1.EmotionResult.LearningStateScoresEntry\x12\x39\n\x0f\x63\x61tegory_scores\x18\x0f \x03(\x0b\x32 .masterx.common.v1.CategoryScore\x12\x1c\n\x14\x66ollowup_probability\x18\x10 \x01(\x01\x12+\n\x07urgency\x18\x11 \x01(\x0b\x32\x1a.masterx.common.v1.Urgency\x12\x33\n\x0c\x65kman_scores\x18\x12 \x03(\x0b\x32\x1d.masterx.common.v1.EkmanScore\x12\x14\n\x0c\x65kman_active\x18\x13 \x03(\t\x1a:\n\x18LearningStateScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"S\n\rCategoryScore\x12-\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1b.masterx.common.v1.Category\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\"D\n\x07Urgency\x12\x13\n\x0bprobability\x18\x01 \x01(\x01\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"0\n\nEkmanScore\x12\r\n\x05group\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"b\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\x12\x11\n\testimated\x18\x04 \x01(\x08\"i\n\x05Usage\x12-\n\x06tokens\x18\x01 \x01(\x0b\x32\x1d.masterx.common.v1.TokenUsage\x12\x10\n\x08\x63ost_usd\x18\x02 \x01(\x01\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\";\n\x0c\x42udgetFactor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa5\x01\n\x0bTokenBudget\x12\x18\n\x10reasoning_tokens\x18\x01 \x01(\x05\x12\x15\n\ranswer_tokens\x18\x02 \x01(\x05\x12\x12\n\ncomplexity\x18\x03 \x01(\x01\x12\x1f\n\x17recommend_deep_thinking\x18\x04 \x01(\x08\x12\x30\n\x07\x66\x61\x63tors\x18\x05 \x03(\x0b\x32\x1f.masterx.common.v1.BudgetFactor\"Q\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x12\n\ndependency\x18\x04 \x01(\t*\xa6\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41TEGORY_CODING\x10\x01\x12\x11\n\rCATEGORY_MATH\x10\x02\x12\x15\n\x11\x43\x41TEGORY_RESEARCH\x10\x03\x12\x15\n\x11\x43\x41TEGORY_LANGUAGE\x10\x04\x12\x14\n\x10\x43\x41TEGORY_EMPATHY\x10\x05\x12\x14\n\x10\x43\x41TEGORY_GENERAL\x10\x06*\xf7\x01\n\rLearningState\x12\x1e\n\x1aLEARNING_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17LEARNING_STATE_CONFUSED\x10\x01\x12\x1d\n\x19LEARNING_STATE_FRUSTRATED\x10\x02\x12\x1a\n\x16LEARNING_STATE_ANXIOUS\x10\x03\x12\x18\n\x14LEARNING_STATE_BORED\x10\x04\x12\x1a\n\x16LEARNING_STATE_ENGAGED\x10\x05\x12\x1c\n\x18LEARNING_STATE_CONFIDENT\x10\x06\x12\x1a\n\x16LEARNING_STATE_NEUTRAL\x10\x07*\xbe\x01\n\x0eReadinessLevel\x12\x1f\n\x1bREADINESS_LEVEL_UNSPECIFIED\x10\x00\x12\x1d\n\x19READINESS_LEVEL_NOT_READY\x10\x01\x12\x17\n\x13READINESS_LEVEL_LOW\x10\x02\x12\x1c\n\x18READINESS_LEVEL_MODERATE\x10\x03\x12\x18\n\x14READINESS_LEVEL_HIGH\x10\x04\x12\x1b\n\x17READINESS_LEVEL_OPTIMAL\x10\x05*\xcd\x01\n\x11InterventionLevel\x12\"\n\x1eINTERVENTION_LEVEL_UNSPECIFIED\x10\x00\x12\x1b\n\x17INTERVENTION_LEVEL_NONE\x10\x01\x12\x1a\n\x16INTERVENTION_LEVEL_LOW\x10\x02\x12\x1d\n\x19INTERVENTION_LEVEL_MEDIUM\x10\x03\x12\x1b\n\x17INTERVENTION_LEVEL_HIGH\x10\x04\x12\x1f\n\x1bINTERVENTION_LEVEL_CRITICAL\x10\x05*\xdd\x01\n\nTrajectory\x12\x1a\n\x16TRAJECTORY_UNSPECIFIED\x10\x00\x12\x18\n\x14TRAJECTORY_IMPROVING\x10\x01\x12\x18\n\x14TRAJECTORY_DECLINING\x10\x02\x12\x1e\n\x1aTRAJECTORY_STABLE_POSITIVE\x10\x03\x12\x1d\n\x19TRAJECTORY_STABLE_NEUTRAL\x10\x04\x12\x1e\n\x1aTRAJECTORY_STABLE_NEGATIVE\x10\x05\x12 \n\x1cTRAJECTORY_INSUFFICIENT_DATA\x10\x06\x42\x02P\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001'
   _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._loaded_options = None
   _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._serialized_options = b'8\001'
-  _globals['_CATEGORY']._serialized_start=1730
-  _globals['_CATEGORY']._serialized_end=1896
-  _globals['_LEARNINGSTATE']._serialized_start=1899
-  _globals['_LEARNINGSTATE']._serialized_end=2146
-  _globals['_READINESSLEVEL']._serialized_start=2149
-  _globals['_READINESSLEVEL']._serialized_end=2339
-  _globals['_INTERVENTIONLEVEL']._serialized_start=2342
-  _globals['_INTERVENTIONLEVEL']._serialized_end=2547
-  _globals['_TRAJECTORY']._serialized_start=2550
-  _globals['_TRAJECTORY']._serialized_end=2771
+  _globals['_CATEGORY']._serialized_start=2144
+  _globals['_CATEGORY']._serialized_end=2310
+  _globals['_LEARNINGSTATE']._serialized_start=2313
+  _globals['_LEARNINGSTATE']._serialized_end=2560
+  _globals['_READINESSLEVEL']._serialized_start=2563
+  _globals['_READINESSLEVEL']._serialized_end=2753
+  _globals['_INTERVENTIONLEVEL']._serialized_start=2756
+  _globals['_INTERVENTIONLEVEL']._serialized_end=2961
+  _globals['_TRAJECTORY']._serialized_start=2964
+  _globals['_TRAJECTORY']._serialized_end=3185
   _globals['_PAD']._serialized_start=53
   _globals['_PAD']._serialized_end=112
   _globals['_STUDENTCONTEXT']._serialized_start=115
@@ -55,19 +55,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INTERVENTION']._serialized_start=427
   _globals['_INTERVENTION']._serialized_end=526
   _globals['_EMOTIONRESULT']._serialized_start=529
-  _globals['_EMOTIONRESULT']._serialized_end=1162
-  _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._serialized_start=1104
-  _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._serialized_end=1162
-  _globals['_CHATMESSAGE']._serialized_start=1164
-  _globals['_CHATMESSAGE']._serialized_end=1208
-  _globals['_TOKENUSAGE']._serialized_start=1210
-  _globals['_TOKENUSAGE']._serialized_end=1308
-  _globals['_USAGE']._serialized_start=1310
-  _globals['_USAGE']._serialized_end=1415
-  _globals['_BUDGETFACTOR']._serialized_start=1417
-  _globals['_BUDGETFACTOR']._serialized_end=1476
-  _globals['_TOKENBUDGET']._serialized_start=1479
-  _globals['_TOKENBUDGET']._serialized_end=1644
-  _globals['_ERRORDETAIL']._serialized_start=1646
-  _globals['_ERRORDETAIL']._serialized_end=1727
+  _globals['_EMOTIONRESULT']._serialized_end=1371
+  _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._serialized_start=1313
+  _globals['_EMOTIONRESULT_LEARNINGSTATESCORESENTRY']._serialized_end=1371
+  _globals['_CATEGORYSCORE']._serialized_start=1373
+  _globals['_CATEGORYSCORE']._serialized_end=1456
+  _globals['_URGENCY']._serialized_start=1458
+  _globals['_URGENCY']._serialized_end=1526
+  _globals['_EKMANSCORE']._serialized_start=1528
+  _globals['_EKMANSCORE']._serialized_end=1576
+  _globals['_CHATMESSAGE']._serialized_start=1578
+  _globals['_CHATMESSAGE']._serialized_end=1622
+  _globals['_TOKENUSAGE']._serialized_start=1624
+  _globals['_TOKENUSAGE']._serialized_end=1722
+  _globals['_USAGE']._serialized_start=1724
+  _globals['_USAGE']._serialized_end=1829
+  _globals['_BUDGETFACTOR']._serialized_start=1831
+  _globals['_BUDGETFACTOR']._serialized_end=1890
+  _globals['_TOKENBUDGET']._serialized_start=1893
+  _globals['_TOKENBUDGET']._serialized_end=2058
+  _globals['_ERRORDETAIL']._serialized_start=2060
+  _globals['_ERRORDETAIL']._serialized_end=2141
 # @@protoc_insertion_point(module_scope)

@@ -430,6 +430,11 @@ class EmotionResult(_message.Message):
     TRAJECTORY_FIELD_NUMBER: _builtins.int
     PAD_EMA_FIELD_NUMBER: _builtins.int
     LEARNING_STATE_SCORES_FIELD_NUMBER: _builtins.int
+    CATEGORY_SCORES_FIELD_NUMBER: _builtins.int
+    FOLLOWUP_PROBABILITY_FIELD_NUMBER: _builtins.int
+    URGENCY_FIELD_NUMBER: _builtins.int
+    EKMAN_SCORES_FIELD_NUMBER: _builtins.int
+    EKMAN_ACTIVE_FIELD_NUMBER: _builtins.int
     primary_emotion: _builtins.str
     """Label with the highest probability."""
     confidence: _builtins.float
@@ -446,6 +451,10 @@ class EmotionResult(_message.Message):
     """True when the text was longer than the model's window and was truncated."""
     trajectory: Global___Trajectory.ValueType
     """Per-student trend; TRAJECTORY_UNSPECIFIED when no user_id was given."""
+    followup_probability: _builtins.float
+    """Probability in [0, 1] that the message has no topic of its own and continues the previous
+    turn (e.g. "why?", "ok next one"); 0 when the served model has no category head.
+    """
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmotionScore]:
         """All 28 GoEmotions labels, in the model's label order."""
@@ -470,6 +479,32 @@ class EmotionResult(_message.Message):
     def learning_state_scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Learning-state probabilities by state name (e.g. "frustrated" -> 0.7)."""
 
+    @_builtins.property
+    def category_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryScore]:
+        """Router-category probabilities from the emotion encoder's category head, one entry per
+        category (coding, math, research, language, empathy, general) in the model's order; they
+        sum to 1. Empty when the served model has no category head.
+        """
+
+    @_builtins.property
+    def urgency(self) -> Global___Urgency:
+        """Need for an instructor to step in, learned from coded student forum posts; unset when the
+        served model has no urgency head.
+        """
+
+    @_builtins.property
+    def ekman_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___EkmanScore]:
+        """Calibrated Ekman-group probabilities (anger, disgust, fear, joy, sadness, surprise,
+        neutral), in the model's group order; each is the group's own calibrated probability, not
+        a share of a total.
+        """
+
+    @_builtins.property
+    def ekman_active(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ekman groups whose calibrated probability is over the group's decision threshold, in the
+        model's group order (may be empty).
+        """
+
     def __init__(
         self,
         *,
@@ -487,14 +522,103 @@ class EmotionResult(_message.Message):
         trajectory: Global___Trajectory.ValueType = ...,
         pad_ema: Global___PAD | None = ...,
         learning_state_scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        category_scores: _abc.Iterable[Global___CategoryScore] | None = ...,
+        followup_probability: _builtins.float = ...,
+        urgency: Global___Urgency | None = ...,
+        ekman_scores: _abc.Iterable[Global___EkmanScore] | None = ...,
+        ekman_active: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["intervention", b"intervention", "pad", b"pad", "pad_ema", b"pad_ema", "readiness", b"readiness"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intervention", b"intervention", "pad", b"pad", "pad_ema", b"pad_ema", "readiness", b"readiness", "urgency", b"urgency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "ekman_group", b"ekman_group", "intervention", b"intervention", "latency_ms", b"latency_ms", "learning_state", b"learning_state", "learning_state_scores", b"learning_state_scores", "model_version", b"model_version", "pad", b"pad", "pad_ema", b"pad_ema", "primary_emotion", b"primary_emotion", "readiness", b"readiness", "scores", b"scores", "trajectory", b"trajectory", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_scores", b"category_scores", "confidence", b"confidence", "ekman_active", b"ekman_active", "ekman_group", b"ekman_group", "ekman_scores", b"ekman_scores", "followup_probability", b"followup_probability", "intervention", b"intervention", "latency_ms", b"latency_ms", "learning_state", b"learning_state", "learning_state_scores", b"learning_state_scores", "model_version", b"model_version", "pad", b"pad", "pad_ema", b"pad_ema", "primary_emotion", b"primary_emotion", "readiness", b"readiness", "scores", b"scores", "trajectory", b"trajectory", "truncated", b"truncated", "urgency", b"urgency"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EmotionResult: _TypeAlias = EmotionResult  # noqa: Y015
+
+@_typing.final
+class CategoryScore(_message.Message):
+    """Probability of one router category for a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    category: Global___Category.ValueType
+    """The category (never CATEGORY_UNSPECIFIED)."""
+    probability: _builtins.float
+    """Probability in [0, 1]; the scores of one result sum to 1."""
+    def __init__(
+        self,
+        *,
+        category: Global___Category.ValueType = ...,
+        probability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "probability", b"probability"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryScore: _TypeAlias = CategoryScore  # noqa: Y015
+
+@_typing.final
+class Urgency(_message.Message):
+    """How urgently the student needs an instructor, from the urgency head of the emotion model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    probability: _builtins.float
+    """Calibrated probability in [0, 1] that the message is urgent (urgency >= 4 on the 1-7 scale
+    of the coded forum posts the head was trained on).
+    """
+    score: _builtins.float
+    """Expected urgency on the 1-7 scale (1 no need, 7 needs help right now)."""
+    model_version: _builtins.str
+    """Version of the category/urgency heads that produced this estimate."""
+    def __init__(
+        self,
+        *,
+        probability: _builtins.float = ...,
+        score: _builtins.float = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "probability", b"probability", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Urgency: _TypeAlias = Urgency  # noqa: Y015
+
+@_typing.final
+class EkmanScore(_message.Message):
+    """Calibrated probability of one Ekman group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    group: _builtins.str
+    """Group name: anger, disgust, fear, joy, sadness, surprise or neutral."""
+    probability: _builtins.float
+    """Calibrated probability in [0, 1]."""
+    def __init__(
+        self,
+        *,
+        group: _builtins.str = ...,
+        probability: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "probability", b"probability"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EkmanScore: _TypeAlias = EkmanScore  # noqa: Y015
 
 @_typing.final
 class ChatMessage(_message.Message):
