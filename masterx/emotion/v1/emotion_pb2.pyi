@@ -81,7 +81,10 @@ class AnalyzeRequest(_message.Message):
     session_id: _builtins.str
     """Chat session id, stored with the history entry."""
     request_id: _builtins.str
-    """Caller's correlation id, echoed in StreamAnalyze responses."""
+    """Caller's correlation id, echoed in StreamAnalyze responses. With a user_id the analysis is
+    also kept for a while as the turn `request_id` (MongoDB `emotion_turns`), so a later
+    RecordOutcome can name the turn by `turn_id` instead of resending text and result.
+    """
     @_builtins.property
     def context(self) -> _common_pb2.StudentContext:
         """Optional caller context that refines learning state, readiness and intervention."""
@@ -297,6 +300,7 @@ class RecordOutcomeRequest(_message.Message):
     APPLIED_LEVEL_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     OBSERVED_STATE_FIELD_NUMBER: _builtins.int
+    TURN_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Student id (required)."""
     session_id: _builtins.str
@@ -309,6 +313,12 @@ class RecordOutcomeRequest(_message.Message):
     """What happened."""
     observed_state: _common_pb2.LearningState.ValueType
     """Learning state a human or later signal judged correct, if known."""
+    turn_id: _builtins.str
+    """The turn the outcome belongs to: the request_id of an Analyze call made with this user_id.
+    The stored analysis of that turn (probabilities, PAD, urgency, context, predicted levels)
+    becomes the outcome's evidence, so text and result are not needed. An unknown turn (never
+    analysed for this user, or expired) is NOT_FOUND and nothing is stored.
+    """
     @_builtins.property
     def result(self) -> _common_pb2.EmotionResult:
         """The emotion result the intervention was based on (as returned by Analyze)."""
@@ -328,10 +338,11 @@ class RecordOutcomeRequest(_message.Message):
         applied_level: _common_pb2.InterventionLevel.ValueType = ...,
         outcome: Global___OutcomeKind.ValueType = ...,
         observed_state: _common_pb2.LearningState.ValueType = ...,
+        turn_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_level", b"applied_level", "context", b"context", "observed_state", b"observed_state", "outcome", b"outcome", "result", b"result", "session_id", b"session_id", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_level", b"applied_level", "context", b"context", "observed_state", b"observed_state", "outcome", b"outcome", "result", b"result", "session_id", b"session_id", "text", b"text", "turn_id", b"turn_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,6 +395,10 @@ class ModelInfo(_message.Message):
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
     QUANTIZED_FIELD_NUMBER: _builtins.int
+    HEADS_VERSION_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    EKMAN_GROUPS_FIELD_NUMBER: _builtins.int
+    PARAMETERS_SOURCE_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Model version (from the model card)."""
     parameters_version: _builtins.str
@@ -394,6 +409,12 @@ class ModelInfo(_message.Message):
     """Max items per AnalyzeBatch."""
     quantized: _builtins.bool
     """Whether the model file is int8-quantised."""
+    heads_version: _builtins.str
+    """Version of the category/urgency heads ("" when the model has none)."""
+    parameters_source: _builtins.str
+    """Where the served parameter version came from: "file:<path>" or "mongodb:<collection>"
+    (a version promoted by `python -m services.emotion.refit --promote`).
+    """
     @_builtins.property
     def execution_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Execution providers ONNX Runtime really uses, in priority order."""
@@ -406,6 +427,14 @@ class ModelInfo(_message.Message):
     def thresholds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Calibrated decision threshold per label, in label order."""
 
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Router categories of EmotionResult.category_scores, in output order."""
+
+    @_builtins.property
+    def ekman_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ekman groups of EmotionResult.ekman_scores, in output order."""
+
     def __init__(
         self,
         *,
@@ -417,10 +446,14 @@ class ModelInfo(_message.Message):
         max_sequence_length: _builtins.int = ...,
         max_batch_size: _builtins.int = ...,
         quantized: _builtins.bool = ...,
+        heads_version: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        ekman_groups: _abc.Iterable[_builtins.str] | None = ...,
+        parameters_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_providers", b"execution_providers", "labels", b"labels", "max_batch_size", b"max_batch_size", "max_sequence_length", b"max_sequence_length", "model_version", b"model_version", "parameters_version", b"parameters_version", "quantized", b"quantized", "thresholds", b"thresholds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "ekman_groups", b"ekman_groups", "execution_providers", b"execution_providers", "heads_version", b"heads_version", "labels", b"labels", "max_batch_size", b"max_batch_size", "max_sequence_length", b"max_sequence_length", "model_version", b"model_version", "parameters_source", b"parameters_source", "parameters_version", b"parameters_version", "quantized", b"quantized", "thresholds", b"thresholds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
