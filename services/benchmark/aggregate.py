@@ -59,6 +59,7 @@ def aggregate(
     *,
     run_id: str,
     measured_at: float,
+    trigger: str = "",
 ) -> list[dict[str, Any]]:
     """Score documents (one per provider and category present in ``items``)."""
     buckets: dict[tuple[str, str], _Bucket] = defaultdict(lambda: _Bucket([], [], [], 0, Counter()))
@@ -112,6 +113,7 @@ def aggregate(
                 "measured_at": measured_at,
                 "weights": {"quality": w.quality, "speed": w.speed, "cost": w.cost},
                 "score_mode": refs.mode,
+                "trigger": trigger,
             }
         )
     return out

@@ -7,7 +7,7 @@ from typing import Any
 
 from masterx.benchmark.v1 import benchmark_pb2
 from masterx.common.v1 import common_pb2
-from services.benchmark.suite import CATEGORY_BY_NAME, Suite
+from services.benchmark.suite import CATEGORY_BY_NAME, Suite, Weights
 
 
 def category_value(name: str) -> int:
@@ -26,6 +26,9 @@ def run_status(doc: Mapping[str, Any], *, completed_at_least: int = 0) -> benchm
         finished_at=float(doc.get("finished_at", 0.0)),
         error=str(doc.get("error", "")),
         trigger=str(doc.get("trigger", "")),
+        cost_usd=float(doc.get("cost_usd", 0.0)),
+        max_cost_usd=float(doc.get("max_cost_usd", 0.0)),
+        skipped_items=int(doc.get("skipped_items", 0)),
     )
 
 
@@ -53,7 +56,26 @@ def item_result(doc: Mapping[str, Any]) -> benchmark_pb2.ItemResult:
     )
 
 
-def provider_score(doc: Mapping[str, Any]) -> benchmark_pb2.ProviderScore:
+def final_score(doc: Mapping[str, Any], weights: Weights) -> float:
+    """The leaderboard's final score: the stored quality/speed/cost with the suite's current weights."""
+    return round(weights.quality * doc["quality"] + weights.speed * doc["speed"] + weights.cost * doc["cost"], 3)
+
+
+def leaderboard(suite: Suite, docs: list[Mapping[str, Any]]) -> benchmark_pb2.Leaderboard:
+    """One category's leaderboard: final scores recomputed with the suite's weights, best first."""
+    scored = sorted(((final_score(d, suite.weights), d) for d in docs), key=lambda p: (-p[0], p[1]["provider"]))
+    return benchmark_pb2.Leaderboard(
+        category=suite.category,  # type: ignore[arg-type]
+        scores=[provider_score(d, final=f) for f, d in scored],
+        quality_weight=suite.weights.quality,
+        speed_weight=suite.weights.speed,
+        cost_weight=suite.weights.cost,
+        suite_version=suite.version,
+    )
+
+
+def provider_score(doc: Mapping[str, Any], *, final: float | None = None) -> benchmark_pb2.ProviderScore:
+    """A stored score; ``final`` replaces the stored final score (leaderboards pass the current weights')."""
     return benchmark_pb2.ProviderScore(
         provider=doc["provider"],
         model=str(doc.get("model", "")),
@@ -61,13 +83,15 @@ def provider_score(doc: Mapping[str, Any]) -> benchmark_pb2.ProviderScore:
         quality=float(doc["quality"]),
         speed=float(doc["speed"]),
         cost=float(doc["cost"]),
-        final_score=float(doc["final_score"]),
+        final_score=float(doc["final_score"] if final is None else final),
         items=int(doc["items"]),
         errors=int(doc["errors"]),
         p50_latency_ms=float(doc["p50_latency_ms"]),
         mean_cost_usd=float(doc["mean_cost_usd"]),
         run_id=doc["run_id"],
         measured_at=float(doc["measured_at"]),
+        score_mode=str(doc.get("score_mode", "relative")),
+        trigger=str(doc.get("trigger", "")),
     )
 
 

@@ -111,7 +111,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
         since = self._since(request.max_age_seconds)
         async with asyncio.timeout(_remaining(context, self.rpc_timeout)):
             docs = await self.store.latest_scores(category, since=since)
-        return benchmark_pb2.Leaderboard(category=request.category, scores=[convert.provider_score(d) for d in docs])
+        return convert.leaderboard(self.suites[request.category], docs)
 
     async def GetScores(
         self, request: benchmark_pb2.GetScoresRequest, context: grpc.aio.ServicerContext
@@ -122,10 +122,10 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
             for value in sorted(self.suites):
                 docs = await self.store.latest_scores(CATEGORY_NAMES[value], since=since)
                 if docs:
-                    boards.append(
-                        benchmark_pb2.Leaderboard(category=value, scores=[convert.provider_score(d) for d in docs])  # type: ignore[arg-type]
-                    )
-        return benchmark_pb2.GetScoresResponse(leaderboards=boards)
+                    boards.append(convert.leaderboard(self.suites[value], docs))
+        return benchmark_pb2.GetScoresResponse(
+            leaderboards=boards, suites=[convert.suite_message(self.suites[c]) for c in sorted(self.suites)]
+        )
 
     async def GetProviderHistory(
         self, request: benchmark_pb2.GetProviderHistoryRequest, context: grpc.aio.ServicerContext

@@ -75,10 +75,18 @@ class StartRunRequest(_message.Message):
     PROVIDERS_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
     MAX_ITEMS_PER_SUITE_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
     trigger: _builtins.str
     """Who asked: "schedule", "admin", "test"."""
     max_items_per_suite: _builtins.int
     """Cap on items per suite (0 = all), for quick runs."""
+    max_cost_usd: _builtins.float
+    """Cap on what the run may spend, in US dollars as the router prices the answers (0 = no cap).
+    It is checked before each item starts: once the answers so far cost this much, items not
+    started yet are skipped (RunStatus.skipped_items) and the run is scored from the items done;
+    items already in flight finish, so a run may pass the cap by up to
+    BENCHMARK_PROVIDER_CONCURRENCY items per provider. Negative = INVALID_ARGUMENT.
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
         """Categories to run (empty = all)."""
@@ -94,10 +102,11 @@ class StartRunRequest(_message.Message):
         providers: _abc.Iterable[_builtins.str] | None = ...,
         trigger: _builtins.str = ...,
         max_items_per_suite: _builtins.int = ...,
+        max_cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "max_items_per_suite", b"max_items_per_suite", "providers", b"providers", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "max_cost_usd", b"max_cost_usd", "max_items_per_suite", b"max_items_per_suite", "providers", b"providers", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,6 +126,9 @@ class RunStatus(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     TRIGGER_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    MAX_COST_USD_FIELD_NUMBER: _builtins.int
+    SKIPPED_ITEMS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Run id."""
     state: Global___RunState.ValueType
@@ -132,7 +144,15 @@ class RunStatus(_message.Message):
     error: _builtins.str
     """Why the run failed or was cancelled."""
     trigger: _builtins.str
-    """Trigger as given to StartRun."""
+    """Trigger as given to StartRun ("calibration" and "schedule" for the runs the service starts)."""
+    cost_usd: _builtins.float
+    """What the answers of the run have cost so far, in US dollars (sum of ItemResult.cost_usd)."""
+    max_cost_usd: _builtins.float
+    """The run's cost cap in US dollars (0 = none), see StartRunRequest.max_cost_usd."""
+    skipped_items: _builtins.int
+    """Items not run because the cost cap was reached (they count in total_items, not in
+    completed_items).
+    """
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Category.ValueType]:
         """Categories in the run."""
@@ -154,10 +174,13 @@ class RunStatus(_message.Message):
         finished_at: _builtins.float = ...,
         error: _builtins.str = ...,
         trigger: _builtins.str = ...,
+        cost_usd: _builtins.float = ...,
+        max_cost_usd: _builtins.float = ...,
+        skipped_items: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "completed_items", b"completed_items", "error", b"error", "finished_at", b"finished_at", "providers", b"providers", "run_id", b"run_id", "started_at", b"started_at", "state", b"state", "total_items", b"total_items", "trigger", b"trigger"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "completed_items", b"completed_items", "cost_usd", b"cost_usd", "error", b"error", "finished_at", b"finished_at", "max_cost_usd", b"max_cost_usd", "providers", b"providers", "run_id", b"run_id", "skipped_items", b"skipped_items", "started_at", b"started_at", "state", b"state", "total_items", b"total_items", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,6 +417,8 @@ class ProviderScore(_message.Message):
     MEAN_COST_USD_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     MEASURED_AT_FIELD_NUMBER: _builtins.int
+    SCORE_MODE_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Provider name, as the router names it."""
     model: _builtins.str
@@ -403,11 +428,11 @@ class ProviderScore(_message.Message):
     quality: _builtins.float
     """0-100."""
     speed: _builtins.float
-    """0-100 (100 = fastest among the providers of the run)."""
+    """0-100 from the median latency (see score_mode; 100 = at or below BENCHMARK_SPEED_FAST_MS)."""
     cost: _builtins.float
-    """0-100 (100 = cheapest)."""
+    """0-100 from the mean cost per item (see score_mode; 100 = at or below BENCHMARK_COST_CHEAP_USD)."""
     final_score: _builtins.float
-    """Weighted final score 0-100 with the category's weights."""
+    """Weighted final score 0-100 with the category's current weights (Leaderboard.quality_weight...)."""
     items: _builtins.int
     """Items scored."""
     errors: _builtins.int
@@ -420,6 +445,15 @@ class ProviderScore(_message.Message):
     """Run that produced the score."""
     measured_at: _builtins.float
     """Unix seconds of the measurement."""
+    score_mode: _builtins.str
+    """How speed and cost were scaled: "reference" (absolute log scales between the configured
+    BENCHMARK_SPEED_* / BENCHMARK_COST_* references, comparable across runs; the default) or
+    "relative" (100 = fastest / cheapest provider of the same run; only comparable within it).
+    """
+    trigger: _builtins.str
+    """What started the run that produced the score: "calibration" (automatic, for a provider the
+    router lists without a score; few items per category), "schedule", "admin", "test".
+    """
     def __init__(
         self,
         *,
@@ -436,10 +470,12 @@ class ProviderScore(_message.Message):
         mean_cost_usd: _builtins.float = ...,
         run_id: _builtins.str = ...,
         measured_at: _builtins.float = ...,
+        score_mode: _builtins.str = ...,
+        trigger: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cost", b"cost", "errors", b"errors", "final_score", b"final_score", "items", b"items", "mean_cost_usd", b"mean_cost_usd", "measured_at", b"measured_at", "model", b"model", "p50_latency_ms", b"p50_latency_ms", "provider", b"provider", "quality", b"quality", "run_id", b"run_id", "speed", b"speed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cost", b"cost", "errors", b"errors", "final_score", b"final_score", "items", b"items", "mean_cost_usd", b"mean_cost_usd", "measured_at", b"measured_at", "model", b"model", "p50_latency_ms", b"p50_latency_ms", "provider", b"provider", "quality", b"quality", "run_id", b"run_id", "score_mode", b"score_mode", "speed", b"speed", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,21 +511,41 @@ class Leaderboard(_message.Message):
 
     CATEGORY_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
+    QUALITY_WEIGHT_FIELD_NUMBER: _builtins.int
+    SPEED_WEIGHT_FIELD_NUMBER: _builtins.int
+    COST_WEIGHT_FIELD_NUMBER: _builtins.int
+    SUITE_VERSION_FIELD_NUMBER: _builtins.int
     category: _common_pb2.Category.ValueType
     """Category of the leaderboard."""
+    quality_weight: _builtins.float
+    """Weight of the quality score in final_score: the category suite's current `weights`
+    (quality + speed + cost = 1). Every score's final_score equals
+    quality_weight*quality + speed_weight*speed + cost_weight*cost (rounded to 3 decimals), so a
+    consumer ranking with these weights ranks exactly as the leaderboard does.
+    """
+    speed_weight: _builtins.float
+    """Weight of the speed score in final_score (see quality_weight)."""
+    cost_weight: _builtins.float
+    """Weight of the cost score in final_score (see quality_weight)."""
+    suite_version: _builtins.str
+    """Version of the suite the weights come from (as in Suite.version)."""
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderScore]:
-        """Best first by final_score."""
+        """Best first by final_score (ties by provider name)."""
 
     def __init__(
         self,
         *,
         category: _common_pb2.Category.ValueType = ...,
         scores: _abc.Iterable[Global___ProviderScore] | None = ...,
+        quality_weight: _builtins.float = ...,
+        speed_weight: _builtins.float = ...,
+        cost_weight: _builtins.float = ...,
+        suite_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "scores", b"scores"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cost_weight", b"cost_weight", "quality_weight", b"quality_weight", "scores", b"scores", "speed_weight", b"speed_weight", "suite_version", b"suite_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,18 +576,26 @@ class GetScoresResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LEADERBOARDS_FIELD_NUMBER: _builtins.int
+    SUITES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leaderboards(self) -> _containers.RepeatedCompositeFieldContainer[Global___Leaderboard]:
         """One leaderboard per category that has scores."""
+
+    @_builtins.property
+    def suites(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suite]:
+        """Every category's suite with its weights, also for categories with no scores yet, so a
+        consumer ranks unmeasured providers (priors) with the same weights the leaderboard uses.
+        """
 
     def __init__(
         self,
         *,
         leaderboards: _abc.Iterable[Global___Leaderboard] | None = ...,
+        suites: _abc.Iterable[Global___Suite] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaderboards", b"leaderboards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leaderboards", b"leaderboards", "suites", b"suites"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
