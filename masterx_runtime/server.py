@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from masterx_runtime import logs, metrics
+from masterx_runtime import logs, metrics, outbox
 from masterx_runtime.config import ConfigError, load
+from masterx_runtime.errors import Unavailable
 from masterx_runtime.interceptors import default_interceptors
-from masterx_runtime.settings import ServerSettings
+from masterx_runtime.readiness import Dependency, ReadinessInterceptor, StoreWatcher
+from masterx_runtime.settings import ReliabilitySettings, ServerSettings
+from masterx_runtime.tasks import stop_tasks
 
 log = logging.getLogger("masterx.server")
 
@@ -56,13 +60,23 @@ class ServiceApp(abc.ABC):
         """Extra facts for the JSON health endpoint (e.g. the execution provider in use)."""
         return {}
 
+    def dependencies(self) -> Sequence[Dependency]:
+        """The stores this service uses, called after :meth:`start`; a required one that is down
+        makes the service NOT_SERVING until it is back, an optional one is only reported."""
+        return ()
+
 
 class GrpcServer:
     """Runs a :class:`ServiceApp` on a ``grpc.aio`` server with health, reflection and metrics."""
 
-    def __init__(self, app: ServiceApp, settings: ServerSettings) -> None:
+    def __init__(
+        self, app: ServiceApp, settings: ServerSettings, reliability: ReliabilitySettings | None = None
+    ) -> None:
         self.app = app
         self.settings = settings
+        self.reliability = reliability if reliability is not None else load(ReliabilitySettings)
+        self.watcher: StoreWatcher | None = None
+        self._waiting_for = ""
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -75,13 +89,66 @@ class GrpcServer:
     def state(self) -> str:
         return self._state
 
+    def not_ready_reason(self) -> str:
+        """'' while SERVING, else why calls are refused (the readiness interceptor's message)."""
+        name = self.app.name
+        if self._state == "SERVING":
+            return ""
+        if self._state == "STARTING":
+            return f"{name} is starting" + (f": waiting for {self._waiting_for}" if self._waiting_for else "")
+        if self._state == "NOT_SERVING" and self.watcher is not None:
+            return f"{name} is not serving: {', '.join(self.watcher.down_required()) or 'a store'} is down"
+        return f"{name} is {self._state.lower()}"
+
+    async def _apply_stores(self) -> None:
+        """SERVING unless a required store is down (called by the store watcher on every change)."""
+        if self._state not in ("SERVING", "NOT_SERVING") or self.watcher is None:
+            return
+        down = self.watcher.down_required()
+        state = "NOT_SERVING" if down else "SERVING"
+        if state != self._state:
+            self._state = state
+            await self._set_all(SERVING if state == "SERVING" else NOT_SERVING)
+            if down:
+                log.warning("not serving: required store down", extra={"stores": down})
+            else:
+                log.info("serving again: required stores are back")
+
     async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         for name in ("", *self.app.service_names):
             await self.health.set(name, status)
         metrics.SERVING.labels(self.app.name).set(1 if status == SERVING else 0)
 
     def _health_json(self) -> dict[str, Any]:
-        return {"service": self.app.name, "status": self._state, **self.app.health_details()}
+        details: dict[str, Any] = {"service": self.app.name, "status": self._state}
+        if self._state != "SERVING":
+            details["reason"] = self.not_ready_reason()
+        if self.watcher is not None and self.watcher.deps:
+            details["stores"] = self.watcher.snapshot()
+        if boxes := outbox.snapshot():
+            details["outboxes"] = boxes
+        return {**details, **self.app.health_details()}
+
+    async def _start_app(self) -> None:
+        """Run the app's start; while a store it needs is not up yet (Unavailable), release what
+        the attempt opened, wait (capped backoff) and try again, NOT_SERVING meanwhile."""
+        delay, attempt = 0.2, 0
+        while True:
+            try:
+                await self.app.start()
+                self._waiting_for = ""
+                return
+            except Unavailable as exc:
+                attempt += 1
+                self._waiting_for = exc.dependency or "a dependency"
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "waiting for a store before serving",
+                        extra={"dependency": self._waiting_for, "attempt": attempt, "error": exc.message[:300]},
+                    )
+                await self.app.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reliability.start_retry_max_seconds)
 
     async def start(self) -> int:
         """Bind and start serving NOT_SERVING, run the app's start, then report SERVING."""
@@ -90,6 +157,11 @@ class GrpcServer:
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Accept the keepalive pings our client channels send (idle connections too), so a
+            # client never gets GOAWAY too_many_pings.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(self.reliability.keepalive_seconds * 500)),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
         if s.max_connection_age_seconds > 0:
             options += [
@@ -97,7 +169,10 @@ class GrpcServer:
                 ("grpc.max_connection_age_grace_ms", int(max(s.shutdown_grace_seconds, 5) * 1000)),
             ]
         server = grpc.aio.server(
-            interceptors=default_interceptors(self.app.name),
+            interceptors=[
+                *default_interceptors(self.app.name),
+                ReadinessInterceptor(self.not_ready_reason),
+            ],
             options=options,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )
@@ -117,9 +192,17 @@ class GrpcServer:
             self.metrics_port = await self._metrics.start()
         log.info("listening", extra={"grpc_port": self.port, "metrics_port": self.metrics_port})
         started = time.perf_counter()
-        await self.app.start()
-        self._state = "SERVING"
-        await self._set_all(SERVING)
+        await self._start_app()
+        self.watcher = StoreWatcher(
+            self.app.name,
+            self.app.dependencies(),
+            interval=self.reliability.store_check_seconds,
+            on_change=self._apply_stores,
+        )
+        await self.watcher.check()
+        self._state = "NOT_SERVING" if self.watcher.down_required() else "SERVING"
+        await self._set_all(SERVING if self._state == "SERVING" else NOT_SERVING)
+        self.watcher.start()
         log.info(
             "serving",
             extra={"startup_ms": round((time.perf_counter() - started) * 1000, 1), **self.app.health_details()},
@@ -136,6 +219,8 @@ class GrpcServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self._state = "DRAINING"
         await self._set_all(NOT_SERVING)
+        if self.watcher is not None:
+            await stop_tasks([self.watcher.task])
         log.info("draining", extra={"grace_s": grace})
         if self._server is not None:
             await self._server.stop(grace)
@@ -163,7 +248,13 @@ async def serve(app: ServiceApp, settings: ServerSettings) -> None:
     waiter = asyncio.ensure_future(stop_requested.wait())
     done, _ = await asyncio.wait({start_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if start_task in done:
-        start_task.result()  # re-raise startup failures
+        if start_task.exception() is not None:
+            # Release what the failed start opened (store clients) while the loop still runs:
+            # otherwise their cleanup runs after asyncio.run closed it ("Event loop is closed").
+            with contextlib.suppress(Exception):
+                await server.stop(grace=0)
+            tracing.shutdown()
+            start_task.result()  # re-raise startup failures
         await waiter
     else:
         start_task.cancel()

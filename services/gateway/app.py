@@ -19,12 +19,25 @@ from masterx_runtime.config import load
 from masterx_runtime.logs import request_id_var
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.redis_store import RedisSettings
-from services.gateway import routes_admin, routes_chat, routes_health, routes_info, routes_openai, routes_practice
+from services.gateway import (
+    docs_offline,
+    routes_admin,
+    routes_chat,
+    routes_health,
+    routes_info,
+    routes_openai,
+    routes_ops,
+    routes_outcomes,
+    routes_practice,
+    routes_route,
+    routes_turns,
+)
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import GatewayError
 from services.gateway.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from services.gateway.peers import Peers
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.telemetry import instrument as instrument_tracing
 
 log = logging.getLogger("masterx.gateway")
 
@@ -106,6 +119,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.peers = Peers.connect(peer_cfg)
+        app.state.ops = routes_ops.OpsState(cfg)
+        app.state.ops.start(app.state.peers)
         log.info(
             "gateway ready",
             extra={
@@ -120,6 +135,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.ops.stop()
             await app.state.peers.close()
             if app.state.redis is not None:
                 await app.state.redis.aclose()
@@ -129,7 +145,10 @@ def create_app(
         version="1.0",
         summary="Emotion-aware AI tutoring: chat, emotion analysis, provider routing and benchmarks over HTTP.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_offline from installed assets, not from a CDN
+        redoc_url=None,
     )
+    docs_offline.install(app)
     app.state.settings = cfg
     app.state.peers = None
     # The Redis client connects lazily, on the loop of the first request.
@@ -144,7 +163,17 @@ def create_app(
         )
         limiter = RateLimiter(app.state.redis, cfg.rate_limit_per_minute, cfg.rate_limit_burst, redis_cfg.key_prefix)
     _install_error_handlers(app)
-    for module in (routes_chat, routes_openai, routes_info, routes_admin, routes_practice, routes_health):
+    for module in (
+        routes_chat,
+        routes_outcomes,
+        routes_openai,
+        routes_info,
+        routes_admin,
+        routes_practice,
+        routes_route,
+        routes_turns,
+        routes_health,
+    ):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
@@ -152,6 +181,9 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(routes_ops.page)
+    app.include_router(routes_ops.api)
+    instrument_tracing(app)
 
     # Added innermost first: the request-context middleware ends up outermost.
     if limiter is not None:
@@ -159,7 +191,7 @@ def create_app(
             RateLimitMiddleware,
             limiter=limiter,
             fail_open=cfg.rate_limit_fail_open,
-            trust_forwarded_for=cfg.trust_forwarded_for,
+            trusted_proxies=cfg.trusted_proxies,
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     if cfg.cors_origins:

@@ -1,4 +1,8 @@
-"""Router service application: wiring (providers, Redis, MongoDB, breakers, scores) and the RPCs."""
+"""Router service application: wiring (providers, Redis, MongoDB, breakers, scores, policy).
+
+The RPCs are in ``servicer.py`` (proto <-> domain); the routing decision in ``decision.py``;
+the I/O that carries it out in ``engine.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -14,21 +18,25 @@ import redis.asyncio as aioredis
 
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.config import load
-from masterx_runtime.errors import InvalidArgument, NotFound
+from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
+from masterx_runtime.readiness import Dependency
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
-from masterx_runtime.stores.redis_store import RedisSettings, connect_redis
+from masterx_runtime.stores.redis_store import RedisSettings, connect_redis, redis_dependency
 from services.router.breaker import BreakerBoard, BreakerConfig
+from services.router.category import CategoryDetector
 from services.router.classifier.model import CATEGORY_ENUM, MODEL_PATH, CategoryClassifier
 from services.router.config import RouterSettings
 from services.router.engine import Router
 from services.router.ledger import INDEXES, CostLedger, RateLimiter, parse_day, utc_day
+from services.router.policy import load_policy
+from services.router.priors import load_priors
 from services.router.providers.base import Provider, ProviderSpec
 from services.router.providers.http import ClientShards
-from services.router.providers.local import LocalLlamaProvider
 from services.router.providers.registry import build_provider, load_specs
 from services.router.scores import ScoreBook, ScoreRefresher
+from services.router.servicer import RouterServicer, analyze_scores
 from services.router.sessions import SessionStore
 
 log = logging.getLogger("masterx.router")
@@ -48,44 +56,6 @@ def breaker_config(cfg: RouterSettings) -> BreakerConfig:
         half_open_calls=cfg.breaker_half_open_calls,
         permit_ttl_seconds=max(2 * cfg.attempt_timeout_seconds, 10.0),
     )
-
-
-class RouterServicer(router_pb2_grpc.RouterServiceServicer):
-    """gRPC surface: translates requests for the engine; errors are masterx_runtime exceptions."""
-
-    def __init__(self, app: RouterApp) -> None:
-        self.app = app
-
-    async def Generate(
-        self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.GenerateResponse:
-        return await self.app.router.generate(request, context.time_remaining())
-
-    async def GenerateStream(
-        self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[router_pb2.GenerateChunk]:
-        async for chunk in self.app.router.generate_stream(request, context.time_remaining()):
-            yield chunk
-
-    async def Route(
-        self, request: router_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.RoutingDecision:
-        return await self.app.router.route(request)
-
-    async def ListProviders(
-        self, request: router_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.ListProvidersResponse:
-        return self.app.list_providers()
-
-    async def GetCosts(
-        self, request: router_pb2.GetCostsRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.GetCostsResponse:
-        return await self.app.get_costs(request)
-
-    async def GetSession(
-        self, request: router_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.Session:
-        return await self.app.get_session(request)
 
 
 class RouterApp(ServiceApp):
@@ -112,6 +82,8 @@ class RouterApp(ServiceApp):
         self.mongo_cfg = load(MongoSettings, self.environ)
         self.peers = load(PeerSettings, self.environ)
         self.specs: list[ProviderSpec] = load_specs(self.cfg, self.environ)
+        self.policy = load_policy(self.cfg.policy_file or None)
+        self.priors = load_priors(self.cfg.priors_file or None)
         self.clock = clock
         self._router: Router | None = None
         self.redis: aioredis.Redis | None = None
@@ -120,12 +92,18 @@ class RouterApp(ServiceApp):
         self.providers: dict[str, Provider] = {}
         self.breakers: BreakerBoard | None = None
         self.refresher: ScoreRefresher | None = None
-        self.book = ScoreBook(self.specs)
+        self.book = ScoreBook(
+            self.specs,
+            self.priors,
+            unknown_quality=self.policy.unknown_quality,
+            default_speed=self.policy.default_speed,
+        )
+        self.detector: CategoryDetector | None = None
 
     @property
     def router(self) -> Router:
         if self._router is None:
-            raise RuntimeError("router not started")
+            raise Unavailable("the router is starting (not SERVING yet); retry shortly", reason="NOT_READY")
         return self._router
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -141,7 +119,7 @@ class RouterApp(ServiceApp):
         self.providers = {s.name: build_provider(s, self.http, self.environ) for s in self.specs}
         for provider in self.providers.values():
             await provider.start()
-            if isinstance(provider, LocalLlamaProvider) and not provider.unavailable_reason():
+            if not provider.unavailable_reason():
                 await provider.wait_ready()
         self.breakers = BreakerBoard(
             self.redis,
@@ -153,15 +131,23 @@ class RouterApp(ServiceApp):
         )
         await self.breakers.start()
         classifier = CategoryClassifier(self.cfg.classifier_path or MODEL_PATH)
+        self.detector = CategoryDetector(
+            classifier,
+            emotion_addr=self.cfg.category_emotion_addr,
+            timeout_seconds=self.cfg.category_timeout_ms / 1000,
+            retry_seconds=self.cfg.category_retry_seconds,
+            convert=analyze_scores,
+        )
         self._router = Router(
             self.cfg,
+            self.policy,
             self.providers,
             breakers=self.breakers,
             sessions=SessionStore(self.redis, key_prefix=prefix, ttl_seconds=self.cfg.session_ttl_seconds),
             book=self.book,
             ledger=CostLedger(self.mongo.db, self.redis, key_prefix=prefix),
             limiter=RateLimiter(self.redis, {s.name: (s.rpm, s.tpm) for s in self.specs}, key_prefix=prefix),
-            classifier=classifier,
+            detector=self.detector,
         )
         if self.cfg.scores_enabled:
             self.refresher = ScoreRefresher(
@@ -170,7 +156,12 @@ class RouterApp(ServiceApp):
             self.refresher.start()
         log.info(
             "router ready",
-            extra={"providers": [f"{s.name}:{s.kind}:{s.model}" for s in self.specs], "classifier": classifier.version},
+            extra={
+                "providers": [f"{s.name}:{s.kind}:{s.model}" for s in self.specs],
+                "classifier": classifier.version,
+                "category_from": self.cfg.category_emotion_addr or "classifier only",
+                "priors": self.priors.version,
+            },
         )
 
     async def stop(self) -> None:
@@ -178,6 +169,8 @@ class RouterApp(ServiceApp):
             await self._router.ledger.close()
         if self.refresher is not None:
             await self.refresher.stop()
+        if self.detector is not None:
+            await self.detector.close()
         if self.breakers is not None:
             await self.breakers.stop()
         for provider in self.providers.values():
@@ -189,11 +182,18 @@ class RouterApp(ServiceApp):
         if self.mongo is not None:
             await self.mongo.close()
 
+    def dependencies(self) -> list[Dependency]:
+        """Both optional: chat goes on without Redis (degraded sessions/breakers) and without
+        MongoDB (ledger charges wait in the outbox); /health reports them."""
+        deps = [redis_dependency(self.redis, required=False)] if self.redis is not None else []
+        return deps + ([self.mongo.dependency(required=False)] if self.mongo is not None else [])
+
     def health_details(self) -> Mapping[str, Any]:
         details: dict[str, Any] = {"providers": [s.name for s in self.specs]}
         if self.breakers is not None:
             details["breakers"] = {n: v.state for n, v in self.breakers.views.items()}
-        details["scores"] = "benchmark" if self.book.last_refresh else "defaults"
+        details["scores"] = "benchmark" if self.book.last_refresh else "priors"
+        details["priors_version"] = self.priors.version
         return details
 
     # ------------------------------------------------------------------ read-only RPCs
@@ -216,6 +216,7 @@ class RouterApp(ServiceApp):
                 max_output_tokens=spec.max_output_tokens,
                 consecutive_trips=view.trips,
                 open_until=view.open_until,
+                daily_budget_usd=spec.daily_budget_usd or self.cfg.provider_daily_budget_usd,
             )
         return out
 

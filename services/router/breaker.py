@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +35,24 @@ from masterx_runtime.tasks import stop_tasks
 
 log = logging.getLogger("masterx.router.breaker")
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+class BreakerState(StrEnum):
+    """A breaker's state; the values are what Redis and the Lua scripts store."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Gate(StrEnum):
+    """The local hot-path answer of ``check``: call freely, skip, or ask Redis for a trial permit."""
+
+    FREE = "free"
+    SKIP = "skip"
+    PROBE = "probe"
+
+
+CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 BREAKER_STATE = Gauge(
@@ -190,7 +208,7 @@ class BreakerConfig:
 class BreakerView:
     """What this replica knows about one provider's breaker."""
 
-    state: str = CLOSED
+    state: BreakerState = CLOSED
     open_until: float = 0.0
     trips: int = 0
     window_calls: int = 0
@@ -206,7 +224,7 @@ class Permit:
     """Permission to call a provider; ``trial`` when it is one of the HALF_OPEN trial calls."""
 
     allowed: bool
-    state: str
+    state: BreakerState
     trial: bool = False
 
 
@@ -273,7 +291,7 @@ class BreakerBoard:
         results = await pipe.execute()
         for name, res in zip(names, results, strict=True):
             state, open_until, trips, wn, wf = res
-            self._adopt(name, _s(state), float(open_until), int(trips), cause="refresh")
+            self._adopt(name, BreakerState(_s(state)), float(open_until), int(trips), cause="refresh")
             view = self.views[name]
             view.window_calls, view.window_failures = int(wn), int(wf)
 
@@ -294,7 +312,7 @@ class BreakerBoard:
                         continue
                     name, state, open_until, trips = _s(message["data"]).split("|")
                     if name in self.views:
-                        self._adopt(name, state, float(open_until), int(trips), cause="peer")
+                        self._adopt(name, BreakerState(state), float(open_until), int(trips), cause="peer")
             except (RedisError, OSError) as exc:
                 log.warning("breaker event stream lost; periodic refresh continues", extra={"error": str(exc)})
                 await asyncio.sleep(self.refresh_seconds)
@@ -303,26 +321,25 @@ class BreakerBoard:
 
     # --- the hot path
 
-    def check(self, name: str) -> str:
-        """Local decision: ``closed`` (call freely), ``open`` (skip), or ``probe`` (ask Redis for a trial)."""
+    def check(self, name: str) -> Gate:
+        """Local decision: FREE (closed: call freely), SKIP (open), or PROBE (ask Redis for a trial)."""
         view = self.views[name]
         if view.state == CLOSED:
-            return CLOSED
+            return Gate.FREE
         if view.state == OPEN and self.clock() < view.open_until:
-            return OPEN
-        return "probe"
+            return Gate.SKIP
+        return Gate.PROBE
 
-    def state_for_ranking(self, name: str) -> str:
-        """closed / open / half_open as a candidate list shows it (an expired OPEN is ready for trials)."""
-        local = self.check(name)
-        return HALF_OPEN if local == "probe" else local
+    def state_for_ranking(self, name: str) -> BreakerState:
+        """The state as a candidate list shows it (an expired OPEN is ready for trials: HALF_OPEN)."""
+        return _GATE_STATE[self.check(name)]
 
     async def acquire(self, name: str) -> Permit:
         """Permission for one call: free when CLOSED, one of the limited trials when HALF_OPEN."""
         local = self.check(name)
-        if local == CLOSED:
+        if local == Gate.FREE:
             return Permit(True, CLOSED)
-        if local == OPEN:
+        if local == Gate.SKIP:
             return Permit(False, OPEN)
         c = self.config
         try:
@@ -333,11 +350,13 @@ class BreakerBoard:
         except (RedisError, OSError) as exc:
             log.warning("breaker trial permit not obtained", extra={"provider": name, "error": str(exc)})
             return Permit(False, self.views[name].state)
-        state, open_until, trips, allowed, _from = _s(res[0]), float(res[1]), int(res[2]), int(res[3]), _s(res[4])
+        state, open_until, trips, allowed = BreakerState(_s(res[0])), float(res[1]), int(res[2]), int(res[3])
         self._adopt(name, state, open_until, trips, cause="acquire", mine=True)
         return Permit(bool(allowed), state, trial=bool(allowed) and state == HALF_OPEN)
 
-    async def record(self, name: str, permit: Permit, *, ok: bool, seconds: float, ignored: bool = False) -> str:
+    async def record(
+        self, name: str, permit: Permit, *, ok: bool, seconds: float, ignored: bool = False
+    ) -> BreakerState:
         """Write one call's outcome through to Redis; returns the state afterwards."""
         c = self.config
         slow = (not ignored) and seconds >= c.slow_call_seconds
@@ -367,13 +386,15 @@ class BreakerBoard:
         except (RedisError, OSError) as exc:
             log.warning("breaker record failed", extra={"provider": name, "error": str(exc)})
             return self.views[name].state
-        state, open_until, trips, _from, wn, wf = _s(res[0]), float(res[1]), int(res[2]), _s(res[3]), res[4], res[5]
+        state, open_until, trips, wn, wf = BreakerState(_s(res[0])), float(res[1]), int(res[2]), res[4], res[5]
         self._adopt(name, state, open_until, trips, cause="record", mine=True)
         view = self.views[name]
         view.window_calls, view.window_failures = int(wn), int(wf)
         return state
 
-    def _adopt(self, name: str, state: str, open_until: float, trips: int, *, cause: str, mine: bool = False) -> None:
+    def _adopt(
+        self, name: str, state: BreakerState, open_until: float, trips: int, *, cause: str, mine: bool = False
+    ) -> None:
         view = self.views[name]
         before = view.state
         view.state, view.open_until, view.trips = state, open_until, trips
@@ -395,10 +416,8 @@ class BreakerBoard:
                 },
             )
 
-    async def reset(self, name: str) -> None:
-        """Forget a provider's breaker (admin/tests)."""
-        await self.redis.delete(*self._keys(name))
-        self._adopt(name, CLOSED, 0.0, 0, cause="reset")
+
+_GATE_STATE = {Gate.FREE: CLOSED, Gate.SKIP: OPEN, Gate.PROBE: HALF_OPEN}
 
 
 def _s(value: Any) -> str:

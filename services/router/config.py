@@ -63,6 +63,13 @@ class RouterSettings:
         "A streaming attempt that sends no token within this long is abandoned and the next provider tried.",
         minimum=0.05,
     )
+    stream_idle_timeout_seconds: float = env(
+        "ROUTER_STREAM_IDLE_TIMEOUT_SECONDS",
+        15.0,
+        "A started stream that sends nothing for this long is cut (streams are bounded by time to first "
+        "token and idle time between tokens, never by their total length; a caller's own deadline still holds).",
+        minimum=0.05,
+    )
     connect_timeout_seconds: float = env(
         "ROUTER_CONNECT_TIMEOUT_SECONDS", 5.0, "TCP/TLS connect timeout to a provider.", minimum=0.05
     )
@@ -163,10 +170,39 @@ class RouterSettings:
     empathy_negative_threshold: float = env(
         "ROUTER_EMPATHY_NEGATIVE_THRESHOLD",
         0.5,
-        "Probability of a strong negative emotion (sadness, fear, nervousness, grief, ...) that moves a "
-        "message to the empathy ranking even without a frustrated/anxious learning state.",
+        "Probability of a strong negative emotion (the labels in policy.yaml `empathy.negative_emotions`) "
+        "that moves a message to the empathy ranking even without a frustrated/anxious learning state.",
         minimum=0,
         maximum=1,
+    )
+    category_emotion_addr: str = env(
+        "ROUTER_CATEGORY_EMOTION_ADDR",
+        "127.0.0.1:50051",
+        "host:port of the emotion service, asked (Analyze, no user_id: nothing stored) for the category of a "
+        "request that brought no emotion result; empty = never ask, use the TF-IDF classifier.",
+    )
+    category_timeout_ms: float = env(
+        "ROUTER_CATEGORY_TIMEOUT_MS",
+        250.0,
+        "Deadline of that Analyze call; on failure the TF-IDF classifier answers.",
+        minimum=1,
+    )
+    category_retry_seconds: float = env(
+        "ROUTER_CATEGORY_RETRY_SECONDS",
+        30.0,
+        "After the emotion service failed to give a category, use the classifier alone for this long.",
+        minimum=0,
+    )
+    policy_file: str = env(
+        "ROUTER_POLICY_FILE",
+        "",
+        "Routing policy constants (empathy labels, complexity formula, escalation, score defaults); "
+        "default: services/router/policy.yaml.",
+    )
+    priors_file: str = env(
+        "ROUTER_PRIORS_FILE",
+        "",
+        "Published benchmark figures used as quality priors; default: services/router/priors.yaml.",
     )
     classifier_path: str = env(
         "ROUTER_CLASSIFIER_PATH", "", "Category classifier file (default: the trained one shipped with the router)."

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field
 
 import redis.asyncio as aioredis
 
-TOPIC_EMA = 0.7  # weight of the session's running distribution when the topic holds
-
 
 @dataclass
 class SessionState:
@@ -31,6 +29,10 @@ class SessionState:
     topic_history: list[str] = field(default_factory=list)
     turns: int = 0
     updated_at: float = 0.0
+    #: Distress (policy.yaml ``escalation.distress_weights``) of the last turns, oldest first.
+    distress: list[float] = field(default_factory=list)
+    #: True while the session is escalated to a higher-quality provider.
+    escalated: bool = False
 
     @property
     def is_new(self) -> bool:
@@ -61,11 +63,18 @@ def judge_topic(
     min_confidence: float,
     similarity_threshold: float,
     followup: float = 0.0,
+    followup_keep: float = 0.5,
 ) -> TopicVerdict:
-    """Does this message continue the session's topic or start a new one?"""
+    """Does this message continue the session's topic or start a new one?
+
+    Rule: a follow-up (``followup >= followup_keep``) keeps the topic; so does the same
+    category, a category the model is less than ``min_confidence`` sure of, or a message whose
+    category distribution is cosine-similar (``>= similarity_threshold``) to the session's
+    running distribution. Anything else changes the topic (and re-routes).
+    """
     if not session.category:
         return TopicVerdict(False, category, f"first topic: {category}")
-    if followup >= 0.5:
+    if followup >= followup_keep:
         return TopicVerdict(False, session.category, f"topic holds: follow-up message ({followup:.2f})", followup=True)
     if category == session.category:
         return TopicVerdict(False, session.category, f"topic holds ({category})")
@@ -88,6 +97,10 @@ def advance(
     provider: str,
     *,
     history_limit: int,
+    ema: float = 0.7,
+    distress: float | None = None,
+    escalated: bool = False,
+    distress_window: int = 10,
     now: float | None = None,
 ) -> SessionState:
     """The session after a turn answered by ``provider`` (histories record changes only)."""
@@ -97,7 +110,7 @@ def advance(
     elif verdict.changed or not session.topic_vector:
         vector = probs
     else:
-        vector = [TOPIC_EMA * old + (1 - TOPIC_EMA) * new for old, new in zip(session.topic_vector, probs, strict=True)]
+        vector = [ema * old + (1 - ema) * new for old, new in zip(session.topic_vector, probs, strict=True)]
     topics = list(session.topic_history)
     if not topics or topics[-1] != verdict.category:
         topics.append(verdict.category)
@@ -113,6 +126,8 @@ def advance(
         topic_history=topics[-history_limit:],
         turns=session.turns + 1,
         updated_at=time.time() if now is None else now,
+        distress=(list(session.distress) + ([distress] if distress is not None else []))[-distress_window:],
+        escalated=escalated,
     )
 
 

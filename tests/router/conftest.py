@@ -12,9 +12,9 @@ import pytest
 
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
+from masterx_runtime.testing.fake_llm import FakeLLMServer
 from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
-from masterx_runtime.testing.fake_llm import FakeLLMServer
 
 RouterFactory = Callable[
     ..., contextlib.AbstractAsyncContextManager[tuple[RouterApp, router_pb2_grpc.RouterServiceStub]]
@@ -41,6 +41,7 @@ def router_env(
         "ROUTER_DISCOVER_ENV_KEYS": "0",
         "ROUTER_SCORES_ENABLED": "0",
         "ROUTER_RETRY_BACKOFF_BASE_MS": "5",
+        "ROUTER_CATEGORY_EMOTION_ADDR": "",
     }
 
 

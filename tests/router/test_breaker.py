@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from services.router.breaker import CLOSED, HALF_OPEN, OPEN, BreakerBoard, BreakerConfig
+from services.router.breaker import CLOSED, HALF_OPEN, OPEN, BreakerBoard, BreakerConfig, Gate
 
 
 class FakeClock:
@@ -64,10 +64,10 @@ async def test_full_cycle_closed_open_half_open_closed(
     view = b.views["p"]
     assert (view.trips, view.open_until) == (1, clock.t + 10)
     assert REGISTRY.get_sample_value("masterx_router_breaker_state", {"provider": "p"}) == 2
-    assert b.check("p") == OPEN and await call(b, "p", ok=True) is None
+    assert b.check("p") == Gate.SKIP and await call(b, "p", ok=True) is None
 
     clock.t += 10  # the wait is over: next caller probes
-    assert b.check("p") == "probe"
+    assert b.check("p") == Gate.PROBE
     first = await b.acquire("p")
     assert first.allowed and first.trial and first.state == HALF_OPEN
     second = await b.acquire("p")
@@ -75,8 +75,8 @@ async def test_full_cycle_closed_open_half_open_closed(
     assert not (await b.acquire("p")).allowed  # only half_open_calls trials
     assert await b.record("p", first, ok=True, seconds=0.01) == HALF_OPEN
     assert await b.record("p", second, ok=True, seconds=0.01) == CLOSED
-    assert b.views["p"].trips == 0 and b.check("p") == CLOSED
-    assert b.check("q") == CLOSED  # providers are independent
+    assert b.views["p"].trips == 0 and b.check("p") == Gate.FREE
+    assert b.check("q") == Gate.FREE  # providers are independent
     assert REGISTRY.get_sample_value("masterx_router_breaker_state", {"provider": "p"}) == 0
     transitions = [(r.from_state, r.to_state) for r in caplog.records if r.msg == "breaker transition"]  # type: ignore[attr-defined]
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
@@ -90,7 +90,7 @@ async def test_failed_trial_reopens_with_growing_capped_wait(board: tuple[Breake
     b, clock = board
     waits = []
     for _ in range(4):
-        if b.check("p") == CLOSED:
+        if b.check("p") == Gate.FREE:
             for _ in range(4):
                 await call(b, "p", ok=False)
         else:
@@ -165,10 +165,10 @@ async def test_state_is_shared_between_two_router_replicas(redis: aioredis.Redis
         await call(a, "p", ok=True)
         assert await call(b, "p", ok=False) == OPEN
         for _ in range(100):  # replica A learns through pub/sub, long before its 5 s refresh
-            if a.check("p") == OPEN:
+            if a.check("p") == Gate.SKIP:
                 break
             await asyncio.sleep(0.01)
-        assert a.check("p") == OPEN and a.views["p"].trips == 1
+        assert a.check("p") == Gate.SKIP and a.views["p"].trips == 1
         assert await call(a, "p", ok=True) is None
 
         clock.t += 10
@@ -178,10 +178,10 @@ async def test_state_is_shared_between_two_router_replicas(redis: aioredis.Redis
         await a.record("p", ta, ok=True, seconds=0.01)
         assert await b.record("p", tb, ok=True, seconds=0.01) == CLOSED
         for _ in range(100):
-            if a.check("p") == CLOSED:
+            if a.check("p") == Gate.FREE:
                 break
             await asyncio.sleep(0.01)
-        assert a.check("p") == CLOSED
+        assert a.check("p") == Gate.FREE
     finally:
         await a.stop()
         await b.stop()

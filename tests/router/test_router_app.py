@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2
 from masterx_runtime.errors import Unavailable, error_detail_from
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ReplyRule
 from masterx_runtime.testing.grpc_server import serving
 from masterx_runtime.testing.servers import free_port
 from services.router.app import RouterApp
-from masterx_runtime.testing.fake_llm import FakeLLMServer, ReplyRule
 from tests.router.conftest import RouterFactory, ask, expect_error
 
 
@@ -50,8 +50,8 @@ async def test_generate_answers_with_decision_usage_and_cost(fake: FakeLLMServer
     d = resp.decision
     assert d.category == common_pb2.CATEGORY_CODING and d.category_confidence > 0.5
     assert [c.provider for c in d.candidates] == ["smart", "thrifty"]
-    assert all(c.score_source == "default" and c.reason for c in d.candidates)
-    assert any("classifier: coding" in r for r in d.reasons)
+    assert all(c.score_source == "config" and c.reason for c in d.candidates)
+    assert d.category_source == "classifier" and any("category coding" in r and "classifier" in r for r in d.reasons)
     tokens = resp.usage.tokens
     assert (tokens.input_tokens, tokens.output_tokens, tokens.estimated) == (9, 3, False)
     assert resp.usage.cost_usd == pytest.approx((9 * 3.0 + 3 * 15.0) / 1e6)
@@ -390,6 +390,12 @@ async def test_scores_come_from_the_benchmark_service(fake: FakeLLMServer, make_
             )
             return benchmark_pb2.GetScoresResponse(leaderboards=[board])
 
+        async def ListSuites(self, request: object, context: object) -> benchmark_pb2.ListSuitesResponse:
+            suite = benchmark_pb2.Suite(
+                category=common_pb2.CATEGORY_CODING, version="9", quality_weight=0.7, speed_weight=0.2, cost_weight=0.1
+            )
+            return benchmark_pb2.ListSuitesResponse(suites=[suite])
+
     server = grpc.aio.server()
     benchmark_pb2_grpc.add_BenchmarkServiceServicer_to_server(Bench(), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -414,7 +420,9 @@ async def test_scores_come_from_the_benchmark_service(fake: FakeLLMServer, make_
         "thrifty": "benchmark:run-7",
         "smart": "benchmark:run-7",
     }
-    assert all(c.score_source == "default" for c in math_d.candidates)  # no math scores yet
+    assert all(c.score_source == "config" for c in math_d.candidates)  # no math scores yet
+    assert app.book.weights["coding"].quality == pytest.approx(0.7)
+    assert any("benchmark service (suite 9)" in r for r in d.reasons)
 
 
 async def test_benchmark_service_down_never_blocks_routing(fake: FakeLLMServer, make_router: RouterFactory) -> None:
@@ -423,7 +431,7 @@ async def test_benchmark_service_down_never_blocks_routing(fake: FakeLLMServer, 
         started = time.monotonic()
         r = await stub.Generate(ask("Fix my Python loop"), timeout=5)
         assert time.monotonic() - started < 1.0
-    assert r.text and all(c.score_source == "default" for c in r.decision.candidates)
+    assert r.text and all(c.score_source == "config" for c in r.decision.candidates)
 
 
 async def test_health_is_serving_only_after_stores_connect(fake: FakeLLMServer, router_env: dict[str, str]) -> None:

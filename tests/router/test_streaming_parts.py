@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.router.engine import _Mailbox
 from services.router.providers.base import ServerError, StreamDelta, StreamEnd, Usage
 from services.router.providers.http import SseEvent, iter_sse_batches
+from services.router.streaming import Mailbox as _Mailbox
 
 
 class Chunks(httpx.AsyncByteStream):

@@ -5,7 +5,10 @@ Router service: the only service that talks to LLM providers.
 
 Error codes:
   INVALID_ARGUMENT   no messages, an empty last user message, bad role, cost_quality outside
-                     [0, 1], negative max_tokens.
+                     [0, 1], negative max_tokens, budget.complexity outside [0, 1], malformed
+                     emotion.category_scores (each in [0, 1], no duplicate or UNSPECIFIED
+                     category, summing to 1 +- 0.02) or followup_probability outside [0, 1].
+  UNAVAILABLE        also while the router is starting (before it is SERVING).
   NOT_FOUND          pinned_provider is not configured; GetSession for an unknown session.
   RESOURCE_EXHAUSTED the user's or provider's budget is spent, or every candidate is
                      rate-limited.
@@ -180,7 +183,10 @@ class Candidate(_message.Message):
     reason: _builtins.str
     """Why it was ranked or excluded."""
     score_source: _builtins.str
-    """Where the scores came from: "benchmark:<run_id>" or "default"."""
+    """Where the quality came from: "benchmark:<run_id>" (measured), "config" (providers file),
+    "prior:<model>" (published figures in services/router/priors.yaml) or "default" (unknown
+    model: conservative default).
+    """
     def __init__(
         self,
         *,
@@ -217,6 +223,12 @@ class RoutingDecision(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
     DECISION_MS_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_SOURCE_FIELD_NUMBER: _builtins.int
+    COST_QUALITY_USED_FIELD_NUMBER: _builtins.int
+    CATEGORY_SOURCE_FIELD_NUMBER: _builtins.int
+    ESCALATED_FIELD_NUMBER: _builtins.int
+    RANKING_CATEGORY_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Chosen provider (first non-excluded candidate)."""
     model: _builtins.str
@@ -233,6 +245,22 @@ class RoutingDecision(_message.Message):
     """True when the session's topic changed with this message."""
     decision_ms: _builtins.float
     """Time spent deciding, in milliseconds."""
+    complexity: _builtins.float
+    """Complexity in [0, 1] the ranking used (budget.complexity, or the router's estimate)."""
+    complexity_source: _builtins.str
+    """Where `complexity` came from: "request" (budget.complexity) or "estimated"."""
+    cost_quality_used: _builtins.float
+    """The cost-quality knob after complexity and escalation moved it (what the ranking used)."""
+    category_source: _builtins.str
+    """Where the category probabilities came from: "hint", "request" (emotion.category_scores),
+    "emotion_service" (the router asked it) or "classifier" (TF-IDF fallback).
+    """
+    escalated: _builtins.bool
+    """True while the session is escalated to higher quality because its learning state worsened."""
+    ranking_category: _common_pb2.Category.ValueType
+    """Category whose scores and weights ranked the candidates (empathy when the emotion
+    overrode the topic; otherwise `category`).
+    """
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]:
         """All candidates, best first."""
@@ -254,10 +282,16 @@ class RoutingDecision(_message.Message):
         candidates: _abc.Iterable[Global___Candidate] | None = ...,
         reasons: _abc.Iterable[_builtins.str] | None = ...,
         decision_ms: _builtins.float = ...,
+        complexity: _builtins.float = ...,
+        complexity_source: _builtins.str = ...,
+        cost_quality_used: _builtins.float = ...,
+        category_source: _builtins.str = ...,
+        escalated: _builtins.bool = ...,
+        ranking_category: _common_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "category", b"category", "category_confidence", b"category_confidence", "continuity", b"continuity", "decision_ms", b"decision_ms", "empathy_override", b"empathy_override", "model", b"model", "provider", b"provider", "reasons", b"reasons", "topic_changed", b"topic_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "category", b"category", "category_confidence", b"category_confidence", "category_source", b"category_source", "complexity", b"complexity", "complexity_source", b"complexity_source", "continuity", b"continuity", "cost_quality_used", b"cost_quality_used", "decision_ms", b"decision_ms", "empathy_override", b"empathy_override", "escalated", b"escalated", "model", b"model", "provider", b"provider", "ranking_category", b"ranking_category", "reasons", b"reasons", "topic_changed", b"topic_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -422,6 +456,7 @@ class ProviderStatus(_message.Message):
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CONSECUTIVE_TRIPS_FIELD_NUMBER: _builtins.int
     OPEN_UNTIL_FIELD_NUMBER: _builtins.int
+    DAILY_BUDGET_USD_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Provider name (unique)."""
     kind: _builtins.str
@@ -446,6 +481,10 @@ class ProviderStatus(_message.Message):
     """Times the breaker has opened in a row (grows the OPEN wait)."""
     open_until: _builtins.float
     """Unix seconds when an OPEN breaker allows trial calls."""
+    daily_budget_usd: _builtins.float
+    """Spend cap of this provider per UTC day in US dollars (its own `daily_budget_usd`, else
+    ROUTER_PROVIDER_DAILY_BUDGET_USD); 0 = unlimited. The ops page draws it over the spend chart.
+    """
     def __init__(
         self,
         *,
@@ -461,10 +500,11 @@ class ProviderStatus(_message.Message):
         max_output_tokens: _builtins.int = ...,
         consecutive_trips: _builtins.int = ...,
         open_until: _builtins.float = ...,
+        daily_budget_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker_state", b"breaker_state", "consecutive_trips", b"consecutive_trips", "context_window", b"context_window", "failure_rate", b"failure_rate", "input_price_per_mtok", b"input_price_per_mtok", "kind", b"kind", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "open_until", b"open_until", "output_price_per_mtok", b"output_price_per_mtok", "window_calls", b"window_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaker_state", b"breaker_state", "consecutive_trips", b"consecutive_trips", "context_window", b"context_window", "daily_budget_usd", b"daily_budget_usd", "failure_rate", b"failure_rate", "input_price_per_mtok", b"input_price_per_mtok", "kind", b"kind", "max_output_tokens", b"max_output_tokens", "model", b"model", "name", b"name", "open_until", b"open_until", "output_price_per_mtok", b"output_price_per_mtok", "window_calls", b"window_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

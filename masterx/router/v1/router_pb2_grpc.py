@@ -87,7 +87,8 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Route(self, request, context):
-        """Make the routing decision without generating (dry run).
+        """Make the routing decision without generating (dry run): ranked candidates, scores and
+        their sources, complexity and reasons; no provider is called and no session is updated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

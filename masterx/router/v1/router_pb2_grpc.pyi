@@ -5,7 +5,10 @@ Router service: the only service that talks to LLM providers.
 
 Error codes:
   INVALID_ARGUMENT   no messages, an empty last user message, bad role, cost_quality outside
-                     [0, 1], negative max_tokens.
+                     [0, 1], negative max_tokens, budget.complexity outside [0, 1], malformed
+                     emotion.category_scores (each in [0, 1], no duplicate or UNSPECIFIED
+                     category, summing to 1 +- 0.02) or followup_probability outside [0, 1].
+  UNAVAILABLE        also while the router is starting (before it is SERVING).
   NOT_FOUND          pinned_provider is not configured; GetSession for an unknown session.
   RESOURCE_EXHAUSTED the user's or provider's budget is spent, or every candidate is
                      rate-limited.
@@ -52,7 +55,9 @@ class RouterServiceStub:
     Fallback happens only before the first delta has been sent.
     """
     Route: _grpc.UnaryUnaryMultiCallable[_router_pb2.GenerateRequest, _router_pb2.RoutingDecision]
-    """Make the routing decision without generating (dry run)."""
+    """Make the routing decision without generating (dry run): ranked candidates, scores and
+    their sources, complexity and reasons; no provider is called and no session is updated.
+    """
     ListProviders: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListProvidersRequest, _router_pb2.ListProvidersResponse]
     """Configured providers with breaker state and prices."""
     GetCosts: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetCostsRequest, _router_pb2.GetCostsResponse]
@@ -72,7 +77,9 @@ class RouterServiceAsyncStub(RouterServiceStub):
     Fallback happens only before the first delta has been sent.
     """
     Route: _aio.UnaryUnaryMultiCallable[_router_pb2.GenerateRequest, _router_pb2.RoutingDecision]  # type: ignore[assignment]
-    """Make the routing decision without generating (dry run)."""
+    """Make the routing decision without generating (dry run): ranked candidates, scores and
+    their sources, complexity and reasons; no provider is called and no session is updated.
+    """
     ListProviders: _aio.UnaryUnaryMultiCallable[_router_pb2.ListProvidersRequest, _router_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """Configured providers with breaker state and prices."""
     GetCosts: _aio.UnaryUnaryMultiCallable[_router_pb2.GetCostsRequest, _router_pb2.GetCostsResponse]  # type: ignore[assignment]
@@ -107,7 +114,9 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_pb2.GenerateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.RoutingDecision, _abc.Awaitable[_router_pb2.RoutingDecision]]:
-        """Make the routing decision without generating (dry run)."""
+        """Make the routing decision without generating (dry run): ranked candidates, scores and
+        their sources, complexity and reasons; no provider is called and no session is updated.
+        """
 
     @_abc_1.abstractmethod
     def ListProviders(

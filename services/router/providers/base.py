@@ -221,7 +221,16 @@ class Provider(abc.ABC):
         """Release connections or models."""
 
     def ready(self) -> bool:
+        """True when the provider can take a call now (a local model may still be loading)."""
         return True
+
+    def unavailable_reason(self) -> str:
+        """Why the provider cannot serve at all ('' when it can, perhaps after loading)."""
+        return ""
+
+    async def wait_ready(self, timeout: float = 120.0) -> bool:
+        """Wait until ``ready()`` (a local model loading); remote providers are ready at once."""
+        return self.ready()
 
     def max_tokens_for(self, request: ChatRequest) -> int:
         """The request's max_tokens capped by the provider's limit."""

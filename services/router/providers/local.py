@@ -70,7 +70,6 @@ def local_spec(
         context_window=context_tokens,
         max_output_tokens=max_tokens,
         timeout_seconds=timeout_seconds,
-        quality={"default": 15.0},
         speed=40.0,
         options={"model_path": model_path, "threads": threads},
     )

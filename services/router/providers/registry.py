@@ -48,7 +48,6 @@ ENV_DEFAULTS: tuple[dict[str, Any], ...] = (
         "output_price_per_mtok": 0.60,
         "context_window": 128000,
         "max_output_tokens": 4096,
-        "quality": {"default": 75},
     },
     {
         "name": "anthropic",
@@ -60,7 +59,6 @@ ENV_DEFAULTS: tuple[dict[str, Any], ...] = (
         "output_price_per_mtok": 4.00,
         "context_window": 200000,
         "max_output_tokens": 4096,
-        "quality": {"default": 75, "empathy": 80},
     },
     {
         "name": "gemini",
@@ -72,7 +70,6 @@ ENV_DEFAULTS: tuple[dict[str, Any], ...] = (
         "output_price_per_mtok": 0.40,
         "context_window": 1000000,
         "max_output_tokens": 4096,
-        "quality": {"default": 72},
     },
     {
         "name": "groq",
@@ -84,7 +81,6 @@ ENV_DEFAULTS: tuple[dict[str, Any], ...] = (
         "output_price_per_mtok": 0.08,
         "context_window": 131072,
         "max_output_tokens": 4096,
-        "quality": {"default": 60},
         "speed": 90,
     },
 )
