@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from masterx_runtime.config import load
 from masterx_runtime.interceptors import REQUEST_ID_KEY
 from masterx_runtime.logs import request_id_var
+from masterx_runtime.settings import ReliabilitySettings
 
 
 class _RequestIdClientInterceptor(
@@ -48,15 +51,35 @@ class _RequestIdClientInterceptor(
         return await continuation(self._details(details), request_iterator)
 
 
+@functools.cache
+def _reliability() -> ReliabilitySettings:
+    return load(ReliabilitySettings)
+
+
+def channel_options(cfg: ReliabilitySettings | None = None) -> list[tuple[str, int]]:
+    """Keepalive the servers accept (they permit pings down to half this interval, see server.py)
+    and a capped reconnect backoff, so a restarted peer is used again within about a second."""
+    cfg = cfg or _reliability()
+    keepalive_ms = int(cfg.keepalive_seconds * 1000)
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", min(10_000, keepalive_ms)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", min(100, cfg.reconnect_backoff_max_ms)),
+        ("grpc.min_reconnect_backoff_ms", min(100, cfg.reconnect_backoff_max_ms)),
+        ("grpc.max_reconnect_backoff_ms", cfg.reconnect_backoff_max_ms),
+    ]
+
+
 def channel(address: str, *, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure aio channel to a peer with keepalive and request-id propagation."""
+    """An insecure aio channel to a peer with keepalive, capped reconnect backoff and request-id propagation."""
     return grpc.aio.insecure_channel(
         address,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_permit_without_calls", 1),
+            *channel_options(),
         ],
         interceptors=[_RequestIdClientInterceptor()],
     )

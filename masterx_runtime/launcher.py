@@ -3,12 +3,18 @@
 :class:`LocalSystem` is used by ``masterx up`` and by the end-to-end tests. Every child runs
 in its own process group with its log in ``<state>/logs``; ``stop()`` sends SIGTERM (the
 services drain), then SIGKILL after a timeout, so nothing is left running.
+
+``masterx up`` supervises: a child that exits (a store or a service, crash or kill) is started
+again on the same port after a backoff (0.5 s doubling to 10 s; back to 0.5 s once it has run
+30 s), and each restart is printed. Only Ctrl-C / SIGTERM stop everything. Services wait for their
+stores at start (NOT_SERVING meanwhile), so the order of restarts does not matter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,6 +28,10 @@ import httpx
 
 from masterx_runtime.clients import wait_until_serving
 from masterx_runtime.testing import servers
+
+#: Restart backoff of a supervised child: first wait, cap, and how long a run must last to reset it.
+RESTART_FIRST_S, RESTART_MAX_S, RESTART_RESET_AFTER_S = 0.5, 10.0, 30.0
+STORES = ("redis", "mongodb")
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,11 @@ class LocalSystem:
     ports: dict[str, int] = field(default_factory=dict)
     children: dict[str, servers.ManagedProcess] = field(default_factory=dict)
     base_env: dict[str, str] = field(default_factory=dict)
+    #: Supervision: restarts per child, consecutive restarts (backoff), when each child started.
+    restarts: dict[str, int] = field(default_factory=dict)
+    _streak: dict[str, int] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    _died_at: dict[str, float] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -74,16 +89,26 @@ class LocalSystem:
 
     def _start_stores(self) -> None:
         merged = {**os.environ, **self.env}
+        self.base_env.setdefault("MASTERX_DATA_DIR", str((self.state_dir / "data").resolve()))
         if not merged.get("REDIS_URL"):
-            port = _pick(6379, self.fixed_ports)
-            r = servers.start_redis(port, datadir=self.state_dir / "redis", log=self.logs / "redis.log")
-            self.children["redis"] = r
-            self.base_env["REDIS_URL"] = r.url
+            self.ports["redis"] = _pick(6379, self.fixed_ports)
+            self._start_store("redis")
+            self.base_env["REDIS_URL"] = self.children["redis"].url
         if not merged.get("MONGO_URL"):
-            port = _pick(27017, self.fixed_ports)
-            m = servers.start_mongo(port, datadir=self.state_dir / "mongo", log=self.logs / "mongo.log")
-            self.children["mongodb"] = m
-            self.base_env["MONGO_URL"] = m.url
+            self.ports["mongodb"] = _pick(27017, self.fixed_ports)
+            self._start_store("mongodb")
+            self.base_env["MONGO_URL"] = self.children["mongodb"].url
+
+    def _start_store(self, name: str) -> None:
+        """Start (or restart, same port and data) one of the stores ``masterx up`` runs itself."""
+        port = self.ports[name]
+        if name == "redis":
+            child = servers.start_redis(port, datadir=self.state_dir / "redis", log=self.logs / "redis.log")
+        else:
+            child = servers.start_mongo(port, datadir=self.state_dir / "mongo", log=self.logs / "mongo.log")
+        self.children[name] = child
+        self._started_at[name] = time.monotonic()
+        self._write_pids()
 
     def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = {**os.environ, **self.base_env, **self.env}
@@ -131,6 +156,15 @@ class LocalSystem:
             else f"127.0.0.1:{self.ports[spec.name]}"
         )
         self.children[spec.name] = servers.ManagedProcess(spec.name, url, proc)
+        self._started_at[spec.name] = time.monotonic()
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        """``<state>/pids.json``: the current process id of every child (operators, fault tests)."""
+        pids = {name: child.proc.pid for name, child in self.children.items()}
+        tmp = self.state_dir / "pids.json.tmp"
+        tmp.write_text(json.dumps(pids))
+        tmp.replace(self.state_dir / "pids.json")
 
     async def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -174,6 +208,42 @@ class LocalSystem:
     def dead(self) -> list[str]:
         return [n for n, c in self.children.items() if c.proc.poll() is not None]
 
+    def restart_delay(self, name: str) -> float:
+        """Backoff before the next restart of ``name`` (doubles per consecutive restart, capped)."""
+        return float(min(RESTART_FIRST_S * 2 ** self._streak.get(name, 0), RESTART_MAX_S))
+
+    def supervise(self) -> list[str]:
+        """Restart children that exited, once their backoff has passed; returns what happened (to print)."""
+        events: list[str] = []
+        now = time.monotonic()
+        for name in self.dead():
+            child = self.children[name]
+            if name not in self._died_at:
+                self._died_at[name] = now
+                ran = now - self._started_at.get(name, now)
+                if ran >= RESTART_RESET_AFTER_S:
+                    self._streak[name] = 0
+                delay = self.restart_delay(name)
+                events.append(f"{name} exited (code {child.proc.returncode}); restarting in {delay:.1f}s")
+                continue
+            if now - self._died_at[name] < self.restart_delay(name):
+                continue
+            try:
+                if name in STORES:
+                    self._start_store(name)
+                else:
+                    self._spawn(next(s for s in SERVICES if s.name == name))
+            except Exception as exc:  # e.g. the port is briefly still taken: try again after more backoff
+                self._streak[name] = self._streak.get(name, 0) + 1
+                self._died_at[name] = now
+                events.append(f"{name} could not be restarted ({exc}); retrying in {self.restart_delay(name):.1f}s")
+                continue
+            del self._died_at[name]
+            self._streak[name] = self._streak.get(name, 0) + 1
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            events.append(f"{name} restarted (restart #{self.restarts[name]}; log {self.logs / name}.log)")
+        return events
+
     def describe(self) -> str:
         rows = [("service", "address", "health / docs")]
         for spec in SERVICES:
@@ -194,9 +264,9 @@ class LocalSystem:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width, strict=True)) for r in rows)
 
 
-def up(state_dir: Path = Path(".masterx")) -> int:
-    """Foreground run for ``masterx up``: start, print where things are, stop on Ctrl-C."""
-    system = LocalSystem(state_dir=state_dir)
+def up(state_dir: Path = Path(".masterx"), *, fixed_ports: bool = True) -> int:
+    """Foreground run for ``masterx up``: start, print where things are, restart what exits, stop on Ctrl-C."""
+    system = LocalSystem(state_dir=state_dir, fixed_ports=fixed_ports)
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -216,17 +286,14 @@ def up(state_dir: Path = Path(".masterx")) -> int:
     print("\nMasterX is up:\n" + system.describe())
     print(f"\ngrpcurl example: .venv/bin/grpcurl -plaintext 127.0.0.1:{system.ports['emotion']} list")
     print("Press Ctrl-C to stop.", flush=True)
-    code = 0
     try:
         while not stop:
-            time.sleep(0.5)
-            if dead := system.dead():
-                print(f"stopped unexpectedly: {', '.join(dead)} (see {system.logs})", file=sys.stderr)
-                code = 1
-                break
+            time.sleep(0.2)
+            for event in system.supervise():
+                print(event, file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         pass
     print("\nstopping ...", flush=True)
     system.stop()
     print("stopped; nothing left running.")
-    return code
+    return 0

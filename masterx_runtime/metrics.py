@@ -25,6 +25,7 @@ RPC_LATENCY = Histogram(
 )
 RPC_IN_FLIGHT = Gauge("masterx_rpc_in_flight", "RPCs in progress", ["service"])
 SERVING = Gauge("masterx_serving", "1 when the service reports SERVING", ["service"])
+STORE_UP = Gauge("masterx_store_up", "1 while a store the service uses answers its ping", ["service", "store"])
 
 
 def observe_rpc(service: str, method: str, code: str, seconds: float) -> None:

@@ -253,7 +253,6 @@ async def serve(app: ServiceApp, settings: ServerSettings) -> None:
             # otherwise their cleanup runs after asyncio.run closed it ("Event loop is closed").
             with contextlib.suppress(Exception):
                 await server.stop(grace=0)
-            tracing.shutdown()
             start_task.result()  # re-raise startup failures
         await waiter
     else:

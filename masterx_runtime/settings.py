@@ -64,3 +64,54 @@ class PeerSettings:
     rpc_timeout_seconds: float = env(
         "MASTERX_RPC_TIMEOUT_SECONDS", 30.0, "Default deadline for calls to peer services.", minimum=0.01
     )
+
+
+@settings("reliability")
+class ReliabilitySettings:
+    """Outboxes (writes kept on local disk while a store is down), store watching, channel tuning."""
+
+    data_dir: str = env(
+        "MASTERX_DATA_DIR",
+        "",
+        "Folder for local durable state: the outboxes' SQLite files (empty = `<tmp>/masterx-outbox`). "
+        "Mount a volume here so writes queued during a store outage survive a restart.",
+    )
+    outbox_max_entries: int = env(
+        "MASTERX_OUTBOX_MAX_ENTRIES",
+        200_000,
+        "Most writes one outbox keeps while its store is down; beyond it new writes are dropped (counted, logged).",
+        minimum=1,
+    )
+    outbox_batch: int = env(
+        "MASTERX_OUTBOX_BATCH", 200, "Writes replayed per store call when a store is back.", minimum=1
+    )
+    outbox_retry_max_seconds: float = env(
+        "MASTERX_OUTBOX_RETRY_MAX_SECONDS",
+        1.0,
+        "Longest wait between replay attempts while the store is down (starts at 0.1 s, doubles).",
+        minimum=0.01,
+    )
+    store_check_seconds: float = env(
+        "MASTERX_STORE_CHECK_SECONDS",
+        1.0,
+        "How often each service pings the stores it uses (health NOT_SERVING while a required one is down).",
+        minimum=0.05,
+    )
+    start_retry_max_seconds: float = env(
+        "MASTERX_START_RETRY_MAX_SECONDS",
+        5.0,
+        "At start, longest wait between attempts to reach a store that is not up yet (NOT_SERVING meanwhile).",
+        minimum=0.05,
+    )
+    keepalive_seconds: float = env(
+        "MASTERX_KEEPALIVE_SECONDS",
+        30.0,
+        "Client channels ping an idle connection this often (servers accept pings down to half of it).",
+        minimum=1,
+    )
+    reconnect_backoff_max_ms: int = env(
+        "MASTERX_RECONNECT_BACKOFF_MAX_MS",
+        1000,
+        "Longest wait of a client channel between reconnect attempts, so a restarted peer is used quickly.",
+        minimum=100,
+    )

@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from masterx_runtime.config import env, settings
 from masterx_runtime.errors import Unavailable
+from masterx_runtime.readiness import Dependency
 
 log = logging.getLogger("masterx.mongo")
 
@@ -24,6 +25,12 @@ class MongoSettings:
     database: str = env("MONGO_DB", "masterx", "Database name.")
     timeout_ms: int = env("MONGO_TIMEOUT_MS", 3000, "Server selection / connect / socket timeout.", minimum=10)
     max_pool_size: int = env("MONGO_MAX_POOL_SIZE", 50, "Connection pool size.", minimum=1)
+
+
+def target(db: AsyncDatabase[Any]) -> str:
+    """The servers and database ``db`` writes to, e.g. ``127.0.0.1:27017/masterx`` (keys outbox files)."""
+    servers = sorted(f"{h}:{p}" for h, p in db.client.topology_description.server_descriptions())
+    return f"{','.join(servers)}/{db.name}"
 
 
 class MongoStore:
@@ -51,6 +58,13 @@ class MongoStore:
         except PyMongoError as exc:
             raise Unavailable(f"mongodb not reachable: {exc}", dependency="mongodb") from exc
         log.info("mongodb connected", extra={"database": self.cfg.database})
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    def dependency(self, *, required: bool) -> Dependency:
+        """This store for the service's readiness (see :mod:`masterx_runtime.readiness`)."""
+        return Dependency("mongodb", self.ping, required)
 
     async def close(self) -> None:
         await self.client.close()

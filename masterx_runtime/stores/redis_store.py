@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from masterx_runtime.config import env, settings
 from masterx_runtime.errors import Unavailable
+from masterx_runtime.readiness import Dependency
 
 log = logging.getLogger("masterx.redis")
 
@@ -46,3 +47,12 @@ async def connect_redis(cfg: RedisSettings) -> aioredis.Redis:
         raise Unavailable(f"redis not reachable: {exc}", dependency="redis") from exc
     log.info("redis connected")
     return client
+
+
+def redis_dependency(client: aioredis.Redis, *, required: bool) -> Dependency:
+    """Redis for the service's readiness (see :mod:`masterx_runtime.readiness`)."""
+
+    async def ping() -> None:
+        await client.ping()
+
+    return Dependency("redis", ping, required)
