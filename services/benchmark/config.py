@@ -86,9 +86,11 @@ class BenchmarkSettings:
     )
     sandbox_isolation: str = env(
         "BENCHMARK_SANDBOX_ISOLATION",
-        "auto",
-        "`namespaces` (unshare: no network, own PID namespace), `rlimits` (resource limits and a socket block only) "
-        "or `auto` (the strongest that works here).",
+        "namespaces",
+        "`namespaces` (required by default: unshare with a private read-only root, no network, own PID/IPC "
+        "namespaces; the service refuses to start without it), `rlimits` (weaker, explicit opt-in: resource "
+        "limits and a socket block only; answer code can read what the service can) or `auto` (namespaces, "
+        "else rlimits with a warning).",
         choices=("auto", "namespaces", "rlimits"),
     )
     sandbox_python: str = env(

@@ -27,17 +27,17 @@ LIMITS = SandboxLimits(timeout_s=3.0, per_test_timeout_s=0.5, memory_mb=256, max
 
 
 @pytest.fixture(scope="module")
-def probed() -> tuple[str, str]:
-    """Probe once per module which isolation mode and interpreter work here."""
+def probed() -> tuple[str, str, list[str]]:
+    """Probe once per module that the isolation holds here, with which interpreter and runtime binds."""
     sandbox = Sandbox(LIMITS)
     asyncio.run(sandbox.prepare())
-    return sandbox.mode, sandbox.python
+    return sandbox.mode, sandbox.python, sandbox.binds
 
 
 @pytest.fixture
-def scorer(probed: tuple[str, str], sandbox_root: Path) -> ItemScorer:
+def scorer(probed: tuple[str, str, list[str]], sandbox_root: Path) -> ItemScorer:
     sandbox = Sandbox(LIMITS)
-    sandbox.mode, sandbox.python = probed
+    sandbox.mode, sandbox.python, sandbox.binds = probed
     return ItemScorer(sandbox)
 
 

@@ -1,17 +1,23 @@
 """Run untrusted code from a provider's answer against unit tests, contained.
 
-Each run is a fresh interpreter (``python -I -S -B``) in a fresh temporary directory with a
-minimal environment, started in its own session. What is enforced (see docs/benchmark.md):
+Each run is a fresh interpreter (``python -I -S -B``) with a minimal environment in its own
+session. Inside, a trusted harness runs the test snippets and a forked worker runs the answer
+(``sandbox_child.py``); the verdict travels on the harness's stderr, a pipe the worker never holds.
+What is enforced (see docs/benchmark.md, "The code sandbox"):
 
-* ``namespaces`` isolation (preferred, chosen when ``unshare`` works): a new network namespace
-  (only a downed loopback: no network at all) and a new PID namespace whose init is the child,
-  so when the child dies or is killed every process it started dies with it; when the service
-  runs as root the child also drops to ``nobody`` before the answer's code is compiled.
-* ``rlimits`` isolation (fallback): socket creation is patched to fail inside the child
-  (best effort: C extensions could bypass it) and only the process group is killed.
-* Always: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_NPROC (fork bombs), RLIMIT_FSIZE,
-  RLIMIT_NOFILE, no core dumps, a wall-clock limit for the whole run and one per test, a cap on
-  the output read back, and SIGKILL to the whole process group on any limit.
+* ``namespaces`` isolation (the default, required unless configured otherwise): ``unshare`` with
+  new mount, network, PID, IPC and UTS namespaces (plus a user namespace when the service is
+  not root). The harness pivots into a private tmpfs root that holds only read-only binds of the
+  Python runtime (interpreter, standard library, the shared libraries it loads), ``/dev/null``
+  and friends, its own ``/proc``, and size-capped private ``/tmp`` and ``/dev/shm``: no project
+  directory, no store files, no ``$HOME``, no host Unix sockets, no host PIDs, no network.
+* ``rlimits`` isolation (weaker; only when ``BENCHMARK_SANDBOX_ISOLATION=rlimits`` or ``auto``
+  says so): no namespaces; sockets are blocked in Python (best effort) and the process group
+  is killed. Answer code can then read what the service user can read.
+* Always: the worker drops to ``nobody`` (root service) or into a user namespace of its own,
+  sets no_new_privs, RLIMIT_AS/CPU/NPROC/FSIZE/NOFILE, no core dumps; a per-test deadline
+  enforced by the harness (it kills the worker), a wall-clock limit for the whole run, a cap on
+  the output read back, and SIGKILL to everything on any limit.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -40,8 +45,11 @@ log = logging.getLogger("masterx.benchmark.sandbox")
 CHILD_SOURCE = (Path(__file__).with_name("sandbox_child.py")).read_text(encoding="utf-8")
 NOBODY_UID = 65534
 NOBODY_GID = 65534
-_UNSHARE = ("unshare", "--net", "--pid", "--fork", "--kill-child")
+_NAMESPACES = ("unshare", "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child")
 _OUTPUT_TAIL = 2000
+_DIAGNOSTIC_BYTES = 4000
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]
+ISOLATIONS = ("namespaces", "rlimits", "auto")
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class SandboxLimits:
     output_bytes: int = 64 * 1024
     file_bytes: int = 8 * 1024 * 1024
     open_files: int = 64
+    tmp_mb: int = 16
+    shm_mb: int = 16
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,14 @@ class SandboxResult:
     tests: list[TestOutcome] = field(default_factory=list)
     compile_error: str = ""
     module_error: str = ""
+    setup_error: str = ""
     timed_out: bool = False
     output_exceeded: bool = False
     finished: bool = False
     exit_code: int | None = None
     duration_ms: float = 0.0
     output_tail: str = ""
+    diagnostics: str = ""
 
     @property
     def passed(self) -> int:
@@ -86,6 +98,8 @@ class SandboxResult:
     @property
     def contained_failure(self) -> str:
         """A non-empty reason when the run was stopped by a limit or never completed."""
+        if self.setup_error:
+            return f"sandbox setup failed: {self.setup_error}"
         if self.timed_out:
             return "killed: wall-clock limit"
         if self.output_exceeded:
@@ -100,7 +114,33 @@ class SandboxResult:
 
 
 class SandboxUnavailable(RuntimeError):
-    """No isolation mode works on this machine (not even plain subprocesses)."""
+    """The configured isolation does not work on this machine: untrusted code is not run."""
+
+
+def _within(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def collapse_binds(paths: Sequence[str], forbidden: Sequence[Path]) -> list[str]:
+    """The smallest set of bind sources covering ``paths``; refuses a directory that would expose a forbidden one.
+
+    A directory bind that contains the project, the service's working directory or ``$HOME``
+    would hand the answer the project's files and stores, so it is an error, not a bind.
+    """
+    resolved = sorted({str(Path(p).resolve()) for p in paths if p and os.path.exists(p)}, key=len)
+    kept: list[str] = []
+    for path in resolved:
+        if any(_within(Path(path), Path(k)) for k in kept if os.path.isdir(k)):
+            continue
+        if os.path.isdir(path):
+            exposed = [str(f) for f in forbidden if _within(f.resolve(), Path(path))]
+            if exposed:
+                raise SandboxUnavailable(
+                    f"the Python runtime directory {path} contains {exposed[0]}: the sandbox would expose it; "
+                    "use BENCHMARK_SANDBOX_PYTHON with an interpreter installed outside it"
+                )
+        kept.append(path)
+    return kept
 
 
 class Sandbox:
@@ -112,30 +152,37 @@ class Sandbox:
         *,
         concurrency: int = 2,
         python: str = "",
-        isolation: str = "auto",
+        isolation: str = "namespaces",
     ) -> None:
-        if isolation not in ("auto", "namespaces", "rlimits"):
+        if isolation not in ISOLATIONS:
             raise ValueError(f"unknown isolation {isolation!r}")
         self.limits = limits
         self.isolation = isolation
         self.mode = ""
         self._configured_python = python
         self.python = ""
+        self.binds: list[str] = []
         self._slots = asyncio.Semaphore(concurrency)
-        self._drop_privileges = os.geteuid() == 0
+        self._root = os.geteuid() == 0
 
     def describe(self) -> dict[str, Any]:
         """What this sandbox enforces, for health details and logs."""
         return {
             "sandbox_mode": self.mode or "unprobed",
             "sandbox_python": self.python,
-            "sandbox_drops_to_nobody": self._drop_privileges,
+            "sandbox_drops_to_nobody": self._root,
             "sandbox_memory_mb": self.limits.memory_mb,
             "sandbox_max_processes": self.limits.max_processes,
+            "sandbox_private_root": self.mode == "namespaces",
+            "sandbox_binds": list(self.binds),
         }
 
     async def prepare(self) -> None:
-        """Choose the strongest isolation mode and an interpreter that works in it, by trying them."""
+        """Find an interpreter and check, by running hostile probes, that the configured isolation holds.
+
+        ``namespaces`` (default) and ``rlimits`` must work as configured or this raises
+        :class:`SandboxUnavailable`; only ``auto`` falls back to ``rlimits`` (with a warning).
+        """
         modes = ["namespaces", "rlimits"] if self.isolation == "auto" else [self.isolation]
         pythons = [self._configured_python] if self._configured_python else self._candidate_pythons()
         failures: list[str] = []
@@ -145,16 +192,38 @@ class Sandbox:
             port = listener.getsockname()[1]
             for mode in modes:
                 for python in pythons:
-                    self.mode, self.python = mode, python
-                    result = await self.run(_PROBE_CODE, [_PROBE_TEST, _probe_network_test(port)])
-                    if result.passed == 2:
+                    try:
+                        binds = await self._runtime_paths(python) if mode == "namespaces" else []
+                    except SandboxUnavailable as exc:
+                        failures.append(f"{mode}/{python}: {exc}")
+                        continue
+                    self.mode, self.python, self.binds = mode, python, binds
+                    tests = [_PROBE_TEST, _probe_network_test(port)]
+                    if mode == "namespaces":
+                        tests += _probe_isolation_tests()
+                    result = await self.run(_PROBE_CODE, tests)
+                    if result.passed == len(tests):
+                        if mode != modes[0]:
+                            log.warning(
+                                "sandbox falls back to the weaker rlimits isolation (BENCHMARK_SANDBOX_ISOLATION=auto)",
+                                extra={"failures": failures},
+                            )
                         log.info("sandbox ready", extra=self.describe())
                         return
-                    failures.append(
-                        f"{mode}/{python}: {result.contained_failure or result.tests} {result.output_tail[-200:]}"
+                    reason = result.contained_failure or "; ".join(
+                        f"probe {t.index}: {t.error}" for t in result.tests if not t.ok
                     )
-        self.mode = ""
-        raise SandboxUnavailable("no sandbox mode works: " + "; ".join(failures))
+                    failures.append(f"{mode}/{python}: {reason} {result.diagnostics[-300:]}".strip())
+        self.mode, self.binds = "", []
+        hint = (
+            " The namespaces sandbox needs `unshare` (util-linux) and a kernel that allows mount, PID, network, "
+            "IPC and UTS namespaces (as non-root also unprivileged user namespaces; in a container a seccomp "
+            "profile that permits unshare/mount). To run answer code with the weaker rlimits-only sandbox "
+            "anyway (it can read what this service can read), set BENCHMARK_SANDBOX_ISOLATION=rlimits."
+            if "namespaces" in modes
+            else ""
+        )
+        raise SandboxUnavailable("untrusted answer code will not run: " + "; ".join(failures) + hint)
 
     @staticmethod
     def _candidate_pythons() -> list[str]:
@@ -164,19 +233,43 @@ class Sandbox:
                 found.append(path)
         return found
 
+    async def _runtime_paths(self, python: str) -> list[str]:
+        """What the private root must bind for ``python``: the interpreter, its stdlib and shared libraries."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                python,
+                "-I",
+                "-S",
+                "-B",
+                "-c",
+                _RUNTIME_PROBE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+            async with asyncio.timeout(30):
+                out, err = await proc.communicate()
+        except (OSError, TimeoutError) as exc:
+            raise SandboxUnavailable(f"interpreter does not start: {exc}") from exc
+        if proc.returncode != 0:
+            raise SandboxUnavailable(f"interpreter probe failed: {err.decode('utf-8', 'replace')[-300:]}")
+        paths = json.loads(out)
+        forbidden = [_PROJECT_ROOT, Path.cwd(), Path.home()]
+        return collapse_binds(paths, [f for f in forbidden if str(f) != "/"])
+
     def _argv(self, script: str) -> list[str]:
         argv = [self.python, "-I", "-S", "-B", script]
         if self.mode == "namespaces":
-            prefix = list(_UNSHARE)
-            if os.geteuid() != 0:
+            prefix = list(_NAMESPACES)
+            if not self._root:
                 prefix.append("--map-root-user")
             return prefix + argv
         return argv
 
-    def _spec(self, nonce: str, code: str, tests: Sequence[str]) -> bytes:
+    def _spec(self, code: str, tests: Sequence[str], workdir: str) -> bytes:
         lim = self.limits
+        isolated = self.mode == "namespaces"
         spec = {
-            "nonce": nonce,
             "code": code,
             "tests": list(tests),
             "per_test_timeout_s": lim.per_test_timeout_s,
@@ -187,41 +280,51 @@ class Sandbox:
                 "file_bytes": lim.file_bytes,
                 "open_files": lim.open_files,
             },
-            "drop_uid": NOBODY_UID if self._drop_privileges else None,
-            "drop_gid": NOBODY_GID if self._drop_privileges else None,
-            "block_sockets": self.mode != "namespaces",
+            "view": (
+                {"root": str(Path(workdir) / "root"), "binds": self.binds, "tmp_mb": lim.tmp_mb, "shm_mb": lim.shm_mb}
+                if isolated
+                else None
+            ),
+            "pid_namespace": isolated,
+            "cwd": "/tmp" if isolated else workdir,
+            "drop_uid": NOBODY_UID if self._root else None,
+            "drop_gid": NOBODY_GID if self._root else None,
+            "nested_userns": isolated and not self._root,
+            "block_sockets": not isolated,
         }
         return json.dumps(spec).encode("utf-8")
 
     async def run(self, code: str, tests: Sequence[str]) -> SandboxResult:
-        """Run ``code`` then each test snippet (asserts) in the same namespace; never raises for bad code."""
+        """Run ``code`` then each test snippet (asserts) against it; never raises for bad code."""
         if not self.mode:
             raise SandboxUnavailable("sandbox not prepared")
         async with self._slots:
             return await self._run(code, tests)
 
     async def _run(self, code: str, tests: Sequence[str]) -> SandboxResult:
-        nonce = secrets.token_hex(16)
         result = SandboxResult(total=len(tests))
         workdir = tempfile.mkdtemp(prefix="mx-sbx-")
         started = time.perf_counter()
         proc: asyncio.subprocess.Process | None = None
+        output: asyncio.Task[None] | None = None
         try:
             script = self._prepare_workdir(workdir)
-            env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+            home = "/tmp" if self.mode == "namespaces" else workdir
+            env = {"PATH": "/usr/bin:/bin", "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(script),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=asyncio.subprocess.PIPE,
                 cwd=workdir,
                 env=env,
                 start_new_session=True,
             )
+            output = asyncio.create_task(self._drain_output(proc, result))
             try:
                 async with asyncio.timeout(self.limits.timeout_s):
-                    await self._feed(proc, self._spec(nonce, code, tests))
-                    await self._collect(proc, nonce, result)
+                    await self._feed(proc, self._spec(code, tests, workdir))
+                    await self._read_verdicts(proc, result)
                     result.exit_code = await proc.wait()
             except TimeoutError:
                 result.timed_out = True
@@ -233,6 +336,10 @@ class Sandbox:
                 result.exit_code = proc.returncode
             elif proc is not None and self.mode != "namespaces":
                 _kill_group(proc.pid)  # stray members of the group (a PID namespace needs no sweep)
+            if output is not None:
+                output.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await output
             shutil.rmtree(workdir, ignore_errors=True)
             result.duration_ms = (time.perf_counter() - started) * 1000
             SANDBOX_SECONDS.observe(result.duration_ms / 1000)
@@ -240,12 +347,13 @@ class Sandbox:
         return result
 
     def _prepare_workdir(self, workdir: str) -> str:
-        """Write the child script (read-only for the child) and hand the directory to the child's user."""
+        """Write the harness script (read-only) and the private root's mount point."""
         script = Path(workdir) / "_sandbox_child.py"
         script.write_text(CHILD_SOURCE, encoding="utf-8")
         script.chmod(0o444)
-        if self._drop_privileges:
-            os.chown(workdir, NOBODY_UID, NOBODY_GID)
+        (Path(workdir) / "root").mkdir(mode=0o755)
+        if self._root and self.mode != "namespaces":
+            os.chown(workdir, NOBODY_UID, NOBODY_GID)  # the worker's working directory in rlimits mode
         return str(script)
 
     @staticmethod
@@ -259,44 +367,52 @@ class Sandbox:
         finally:
             proc.stdin.close()
 
-    async def _collect(self, proc: asyncio.subprocess.Process, nonce: str, result: SandboxResult) -> None:
-        """Read output, parse result lines, kill the group once the user output passes the cap."""
+    async def _read_verdicts(self, proc: asyncio.subprocess.Process, result: SandboxResult) -> None:
+        """Verdict lines from the harness's stderr (the worker never holds this pipe) until ``done`` or EOF."""
+        assert proc.stderr is not None
+        diagnostics = bytearray()
+        while True:
+            try:
+                line = await proc.stderr.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                diagnostics += exc.partial[:_DIAGNOSTIC_BYTES]
+                break
+            except asyncio.LimitOverrunError as exc:
+                diagnostics += (await proc.stderr.read(exc.consumed))[:_DIAGNOSTIC_BYTES]
+                continue
+            if not (line.startswith(b"{") and _apply(result, line)):
+                diagnostics += line
+            del diagnostics[:-_DIAGNOSTIC_BYTES]
+            if result.finished:
+                break
+        result.diagnostics = bytes(diagnostics).decode("utf-8", "replace")
+
+    async def _drain_output(self, proc: asyncio.subprocess.Process, result: SandboxResult) -> None:
+        """Read what the answer prints; kill everything once it passes the cap."""
         assert proc.stdout is not None
-        marker = f"@@{nonce}@@".encode()
-        pending = b""
-        user_bytes = 0
+        total = 0
         tail = bytearray()
         while True:
             chunk = await proc.stdout.read(65536)
             if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if line.startswith(marker):
-                    _apply(result, line[len(marker) :])
-                    continue
-                if line:
-                    user_bytes += len(line) + 1
-                    tail += line + b"\n"
-            if result.finished:
-                break  # a process that escaped the group may hold the pipe open: do not wait for EOF
-            if len(pending) > self.limits.output_bytes:
-                user_bytes += len(pending)
-                pending = b""
+                return
+            total += len(chunk)
+            tail += chunk
             del tail[:-_OUTPUT_TAIL]
-            if user_bytes > self.limits.output_bytes:
+            result.output_tail = bytes(tail).decode("utf-8", "replace")
+            if total > self.limits.output_bytes:
                 result.output_exceeded = True
                 _kill_group(proc.pid)
-                break
-        result.output_tail = bytes(tail).decode("utf-8", "replace")
+                return
 
 
-def _apply(result: SandboxResult, payload: bytes) -> None:
+def _apply(result: SandboxResult, payload: bytes) -> bool:
     try:
         msg = json.loads(payload)
     except ValueError:
-        return
+        return False
+    if not isinstance(msg, dict):
+        return False
     kind = msg.get("kind")
     if kind == "test":
         index = int(msg.get("index", -1))
@@ -306,11 +422,18 @@ def _apply(result: SandboxResult, payload: bytes) -> None:
         result.compile_error = str(msg.get("error", ""))[:300]
     elif kind == "module":
         result.module_error = str(msg.get("error", ""))[:300]
+    elif kind == "setup":
+        result.setup_error = str(msg.get("error", ""))[:300]
     elif kind == "done":
         result.finished = True
+    else:
+        return False
+    return True
 
 
 def _outcome(result: SandboxResult) -> str:
+    if result.setup_error:
+        return "setup_failed"
     if result.timed_out:
         return "timeout"
     if result.output_exceeded:
@@ -327,17 +450,56 @@ def _kill_group(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-_PROBE_CODE = "import fractions, textwrap\n\ndef probe():\n    return fractions.Fraction(1, 2) * 2\n"
+#: Run by the candidate interpreter itself: the paths it needs (executable, stdlib, shared libraries).
+_RUNTIME_PROBE = r"""
+import json, os, sys, sysconfig
+for name in ("json", "ctypes", "socket", "select", "struct", "resource", "platform", "math", "cmath",
+             "decimal", "fractions", "hashlib", "random", "datetime", "collections", "itertools",
+             "functools", "re", "heapq", "bisect", "string", "statistics", "array", "binascii",
+             "zlib", "unicodedata", "operator", "typing", "dataclasses", "enum", "textwrap", "copy"):
+    try:
+        __import__(name)
+    except Exception:
+        pass
+paths = {os.path.realpath(sys.executable)}
+for key in ("stdlib", "platstdlib"):
+    if sysconfig.get_paths().get(key):
+        paths.add(sysconfig.get_paths()[key])
+if sysconfig.get_config_var("DESTSHARED"):
+    paths.add(sysconfig.get_config_var("DESTSHARED"))
+for module in list(sys.modules.values()):
+    file = getattr(module, "__file__", None)
+    if file:
+        paths.add(os.path.dirname(os.path.realpath(file)))
+with open("/proc/self/maps") as maps:
+    for line in maps:
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[5].startswith("/") and ".so" in parts[5]:
+            paths.add(os.path.dirname(os.path.realpath(parts[5].strip())))
+print(json.dumps(sorted(p for p in paths if os.path.exists(p))))
+"""
+
+_PROBE_CODE = (
+    "import fractions, os, socket\n\n"
+    "def probe():\n    return int(fractions.Fraction(1, 2) * 2)\n\n"
+    "def net(port):\n"
+    "    try:\n        socket.create_connection(('127.0.0.1', port), timeout=1).close()\n"
+    "    except OSError:\n        return 'blocked'\n    return 'reachable'\n\n"
+    "def sees(path):\n    return os.path.exists(path)\n\n"
+    "def pids():\n    return len([p for p in os.listdir('/proc') if p.isdigit()])\n\n"
+    "def shm():\n    with open('/dev/shm/probe', 'w') as f:\n        f.write('x')\n    return True\n"
+)
 _PROBE_TEST = "assert probe() == 1"
 
 
 def _probe_network_test(port: int) -> str:
-    return (
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
-        "except OSError:\n"
-        "    pass\n"
-        "else:\n"
-        "    raise AssertionError('network reachable from the sandbox')\n"
-    )
+    return f"assert net({port}) == 'blocked', 'network reachable from the sandbox'"
+
+
+def _probe_isolation_tests() -> list[str]:
+    """The namespaces mode must hide the project and this process, and give a private /dev/shm."""
+    return [
+        f"assert sees({str(Path(__file__).resolve())!r}) is False, 'project files visible in the sandbox'",
+        "assert pids() <= 3, 'host processes visible in the sandbox'",
+        "assert shm() is True, 'no private /dev/shm'",
+    ]
