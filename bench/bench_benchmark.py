@@ -45,12 +45,12 @@ from masterx_runtime.server import GrpcServer  # noqa: E402
 from masterx_runtime.settings import PeerSettings, ServerSettings  # noqa: E402
 from masterx_runtime.stores.mongo_store import MongoSettings  # noqa: E402
 from masterx_runtime.testing.benchstats import percentile  # noqa: E402
+from masterx_runtime.testing.fake_llm import ProviderBehavior  # noqa: E402
 from masterx_runtime.testing.servers import free_port, start_mongo, start_redis, wait_for_port  # noqa: E402
 from services.benchmark.app import BenchmarkApp  # noqa: E402
 from services.benchmark.config import BenchmarkSettings  # noqa: E402
 from services.benchmark.store import ITEMS  # noqa: E402
 from services.benchmark.suite import SuiteItem, load_suites  # noqa: E402
-from masterx_runtime.testing.fake_llm import ProviderBehavior  # noqa: E402
 from tests.benchmark.harness import item_rules, wrong_answer  # noqa: E402
 
 PYTHON = sys.executable
@@ -171,6 +171,8 @@ async def run(args: argparse.Namespace) -> int:
             schedule_hours=24.0,
             schedule_check_seconds=0.2,
             schedule_max_items=args.max_items,
+            schedule_max_cost_usd=0.0,
+            calibration=False,
             provider_concurrency=args.concurrency,
             lease_seconds=30.0,
         )

@@ -1,12 +1,14 @@
 """From item results to per-provider, per-category quality / speed / cost / final scores.
 
 * quality: mean item quality, failed items counting 0 (errors are part of quality).
-* speed: from the median latency of the successful items. ``relative``: 100 x fastest median
-  / this median among the providers of the run in that category. ``reference``: 100 at or below
-  the fast reference, 0 at or above the slow one, log-linear in between.
-* cost: from the mean cost per successful item. ``relative``: 100 x (cheapest + 1e-7) / (this
-  + 1e-7) (the small floor keeps free providers at 100 without dividing by zero).
-  ``reference``: log-linear between the cheap and expensive references.
+* speed: from the median latency of the successful items. ``reference`` (the default): 100 at
+  or below the fast reference, 0 at or above the slow one, log-linear in between -- an absolute
+  scale, so scores of different runs (and of providers measured in different runs) compare.
+  ``relative``: 100 x fastest median / this median among the providers of the run in that
+  category (only comparable within one run).
+* cost: from the mean cost per successful item. ``reference``: log-linear between the cheap and
+  expensive references. ``relative``: 100 x (cheapest + 1e-7) / (this + 1e-7) (the small floor
+  keeps free providers at 100 without dividing by zero).
 * A provider with no successful item gets speed 0 and cost 0: failing fast and free is not a merit.
 * final = w_quality x quality + w_speed x speed + w_cost x cost, with the suite's weights.
 """
@@ -27,7 +29,7 @@ COST_FLOOR_USD = 1e-7
 
 @dataclass(frozen=True)
 class ScoreRefs:
-    mode: str = "relative"
+    mode: str = "reference"
     fast_ms: float = 500.0
     slow_ms: float = 30000.0
     cheap_usd: float = 0.00001

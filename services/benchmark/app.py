@@ -20,6 +20,7 @@ from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import Unavailable
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
+from masterx_runtime.readiness import Dependency
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
 from masterx_runtime.tasks import stop_tasks
 from services.benchmark.config import BenchmarkSettings
@@ -155,11 +156,18 @@ class BenchmarkApp(ServiceApp):
         if self.mongo is not None:
             await self.mongo.close()
 
+    def dependencies(self) -> list[Dependency]:
+        """MongoDB is required: runs, leaderboards and leases live there (NOT_SERVING while it is down)."""
+        return [self.mongo.dependency(required=True)] if self.mongo is not None else []
+
     def health_details(self) -> Mapping[str, Any]:
         details: dict[str, Any] = {
             "instance": self.owner,
             "suites": {s.name: s.version for s in self.suites.values()},
             "schedule_hours": self.cfg.schedule_hours,
+            "schedule_max_cost_usd": self.cfg.schedule_max_cost_usd,
+            "calibration": self.cfg.calibration,
+            "calibration_max_cost_usd": self.cfg.calibration_max_cost_usd,
             "judge_provider": self.cfg.judge_provider or None,
             "score_mode": self.cfg.score_mode,
         }

@@ -19,8 +19,9 @@ class BenchmarkSettings:
     )
     schedule_hours: float = env(
         "BENCHMARK_SCHEDULE_HOURS",
-        0.0,
-        "Run every suite when its last run started more than this many hours ago (0 = no schedule, on-demand runs only).",
+        24.0,
+        "Run every suite when its last run started more than this many hours ago (0 = no schedule, on-demand runs "
+        "only). With the item and cost caps below a daily run costs at most BENCHMARK_SCHEDULE_MAX_COST_USD.",
         minimum=0,
     )
     schedule_check_seconds: float = env(
@@ -32,7 +33,42 @@ class BenchmarkSettings:
         "Comma-separated providers for scheduled runs (empty = every provider the router lists).",
     )
     schedule_max_items: int = env(
-        "BENCHMARK_SCHEDULE_MAX_ITEMS", 0, "Cap on items per suite in scheduled runs (0 = all).", minimum=0
+        "BENCHMARK_SCHEDULE_MAX_ITEMS",
+        8,
+        "Cap on items per suite in scheduled runs (0 = all): 8 = 48 answers per provider per run.",
+        minimum=0,
+    )
+    schedule_max_cost_usd: float = env(
+        "BENCHMARK_SCHEDULE_MAX_COST_USD",
+        1.0,
+        "Cost cap of one scheduled run in US dollars, all providers together (0 = no cap); items not started when "
+        "it is reached are skipped.",
+        minimum=0,
+    )
+    calibration: bool = env(
+        "BENCHMARK_CALIBRATION",
+        True,
+        "Calibrate automatically: when the router lists a provider with no score in some category (first start, a "
+        "provider added, scores expired), run a small capped run for it in the background.",
+    )
+    calibration_items: int = env(
+        "BENCHMARK_CALIBRATION_ITEMS",
+        3,
+        "Items per suite in a calibration run (3 = 18 answers per provider).",
+        minimum=1,
+    )
+    calibration_max_cost_usd: float = env(
+        "BENCHMARK_CALIBRATION_MAX_COST_USD",
+        0.25,
+        "Cost cap of one calibration run in US dollars (0 = no cap).",
+        minimum=0,
+    )
+    calibration_retry_seconds: float = env(
+        "BENCHMARK_CALIBRATION_RETRY_SECONDS",
+        3600.0,
+        "A provider whose calibration run started less than this long ago is not calibrated again (a failing or "
+        "capped provider is retried at this pace, not every scheduler pass).",
+        minimum=0,
     )
     lease_seconds: float = env(
         "BENCHMARK_LEASE_SECONDS",
@@ -67,9 +103,9 @@ class BenchmarkSettings:
     )
     score_mode: str = env(
         "BENCHMARK_SCORE_MODE",
-        "relative",
-        "Speed and cost scores: `relative` (100 = fastest / cheapest provider of the run) or `reference` "
-        "(log scale between the reference values below).",
+        "reference",
+        "Speed and cost scores: `reference` (absolute log scale between the reference values below, comparable "
+        "across runs) or `relative` (100 = fastest / cheapest provider of the run; only comparable within a run).",
         choices=("relative", "reference"),
     )
     speed_fast_ms: float = env(

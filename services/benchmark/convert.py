@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from masterx.benchmark.v1 import benchmark_pb2
@@ -53,6 +53,7 @@ def item_result(doc: Mapping[str, Any]) -> benchmark_pb2.ItemResult:
         evidence=[str(e) for e in doc.get("evidence", [])],
         error=str(doc.get("error", "")),
         suite_version=str(doc.get("suite_version", "")),
+        difficulty=str(doc.get("difficulty", "")),
     )
 
 
@@ -61,7 +62,7 @@ def final_score(doc: Mapping[str, Any], weights: Weights) -> float:
     return round(weights.quality * doc["quality"] + weights.speed * doc["speed"] + weights.cost * doc["cost"], 3)
 
 
-def leaderboard(suite: Suite, docs: list[Mapping[str, Any]]) -> benchmark_pb2.Leaderboard:
+def leaderboard(suite: Suite, docs: Sequence[Mapping[str, Any]]) -> benchmark_pb2.Leaderboard:
     """One category's leaderboard: final scores recomputed with the suite's weights, best first."""
     scored = sorted(((final_score(d, suite.weights), d) for d in docs), key=lambda p: (-p[0], p[1]["provider"]))
     return benchmark_pb2.Leaderboard(

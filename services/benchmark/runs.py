@@ -6,7 +6,9 @@ One run = some categories x some providers. Lifecycle, all recorded in MongoDB:
    runs; the scheduler takes whichever due suites are free).
 2. PENDING -> RUNNING. Items run concurrently, at most BENCHMARK_PROVIDER_CONCURRENCY per
    provider across the replica; each answer is scored and queued to a single writer that stores
-   results in order (``seq``) and moves the progress counter.
+   results in order (``seq``) and moves the progress counter. Results go through an outbox: while
+   MongoDB is down they wait on local disk (the run carries on, heartbeats resume after) and are
+   stored when it is back; the run's end is recorded after its results, with its true cause.
 3. A keeper renews the leases, writes a heartbeat, and watches for a cancel request (from any
    replica). Lost lease or cancel -> the item tasks are cancelled, the writer stores what was
    already scored, the run ends CANCELLED (or FAILED) with ``completed_items`` recounted.
@@ -28,7 +30,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from masterx_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from masterx_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from masterx_runtime.outbox import Outbox
+from masterx_runtime.stores.mongo_store import target
 from masterx_runtime.tasks import stop_tasks, wait_event
 from services.benchmark.aggregate import ScoreRefs, aggregate
 from services.benchmark.config import BenchmarkSettings
@@ -62,13 +66,20 @@ class _ActiveRun:
     providers: list[str]
     items: dict[str, tuple[SuiteItem, ...]]
     trigger: str
+    max_cost: float = 0.0
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str = ""
     stored: int = 0
     answered: int = 0
     first_error: str = ""
     write_seconds: float = 0.0
+    cost: float = 0.0
+    skipped: int = 0
     task: asyncio.Task[None] | None = None
+
+    def progress(self) -> Document:
+        """Cost fields of the run document (written with each heartbeat and at the end)."""
+        return {"cost_usd": round(self.cost, 9), "skipped_items": self.skipped}
 
 
 @dataclass
@@ -110,6 +121,9 @@ class RunManager:
         self._active: dict[str, _ActiveRun] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self.scheduler_stats = SchedulerStats()
+        self._stopping = False
+        #: Item results go through here: stored at once while MongoDB answers, kept on disk while it is down.
+        self.outbox = Outbox("benchmark-items", store.insert_items_once, key=target(store.db))
 
     # ---- starting ---------------------------------------------------------------------------
 
@@ -142,11 +156,20 @@ class RunManager:
         return list(dict.fromkeys(requested))
 
     async def start(
-        self, categories: Sequence[int], providers: Sequence[str], *, trigger: str, max_items: int, timeout: float
+        self,
+        categories: Sequence[int],
+        providers: Sequence[str],
+        *,
+        trigger: str,
+        max_items: int,
+        timeout: float,
+        max_cost_usd: float = 0.0,
     ) -> Document:
         """Start a run now; ALREADY_EXISTS when another run holds the lease of one of its suites."""
         if max_items < 0:
             raise InvalidArgument("max_items_per_suite must be >= 0", field="max_items_per_suite")
+        if not max_cost_usd >= 0:  # also rejects NaN
+            raise InvalidArgument("max_cost_usd must be >= 0", reason="NEGATIVE_MAX_COST", field="max_cost_usd")
         names = self._categories(categories)
         chosen = await self._providers(providers, timeout)
         run_id = uuid.uuid4().hex
@@ -163,12 +186,14 @@ class RunManager:
                         f"suite {name} is being run by {who}", reason="SUITE_LEASED", field="categories"
                     )
                 taken.append(name)
-            return await self._launch(run_id, taken, chosen, trigger or "admin", max_items)
+            return await self._launch(run_id, taken, chosen, trigger or "admin", max_items, max_cost_usd)
         except BaseException:
             await self._release(run_id, taken)
             raise
 
-    async def start_due(self, providers: Sequence[str], *, max_items: int, every_seconds: float) -> Document | None:
+    async def start_due(
+        self, providers: Sequence[str], *, max_items: int, every_seconds: float, max_cost_usd: float = 0.0
+    ) -> Document | None:
         """Scheduler entry: run every suite whose last run started more than ``every_seconds`` ago and is free."""
         started = time.perf_counter()
         run_id = uuid.uuid4().hex
@@ -188,7 +213,7 @@ class RunManager:
             if not taken:
                 return None
             chosen = await self._providers(providers, timeout=10.0)
-            doc = await self._launch(run_id, taken, chosen, "schedule", max_items)
+            doc = await self._launch(run_id, taken, chosen, "schedule", max_items, max_cost_usd)
             self.scheduler_stats.launches += 1
             self.scheduler_stats.launch_seconds += time.perf_counter() - started
             return doc
@@ -199,12 +224,66 @@ class RunManager:
             self.scheduler_stats.ticks += 1
             self.scheduler_stats.tick_seconds += time.perf_counter() - started
 
+    async def calibrate(
+        self, *, max_items: int, max_cost_usd: float, retry_seconds: float, max_age_seconds: float
+    ) -> Document | None:
+        """Scheduler entry: a small run for the listed providers that lack a score in some category.
+
+        A provider is left out while a calibration run that covered it started less than
+        ``retry_seconds`` ago (cancelled runs aside), so a failing provider is not retried on
+        every pass. The run covers the categories any of its providers lacks and takes their
+        leases all or nothing (another run holding one = try again next pass). It pushes the
+        schedule back (marks its suites started) only when it covers every listed provider, i.e.
+        on a fresh system, so a new provider's calibration does not delay everyone's refresh.
+        """
+        listed = [p.name for p in await self.router.list_providers(10.0)]
+        if not listed:
+            return None
+        now = self.clock()
+        missing: dict[str, list[str]] = {p: [] for p in listed}
+        for suite in (self.suites[c] for c in sorted(self.suites)):
+            scored = {d["provider"] for d in await self.store.latest_scores(suite.name, since=now - max_age_seconds)}
+            for provider in listed:
+                if provider not in scored:
+                    missing[provider].append(suite.name)
+        recent = await self.store.recent_run_providers("calibration", since=now - retry_seconds)
+        chosen = [p for p in listed if missing[p] and p not in recent]
+        if not chosen:
+            return None
+        names = [
+            s.name for s in (self.suites[c] for c in sorted(self.suites)) if any(s.name in missing[p] for p in chosen)
+        ]
+        run_id = uuid.uuid4().hex
+        taken: list[str] = []
+        try:
+            for name in names:
+                if not await self.store.acquire_lease(
+                    name, owner=self.owner, run_id=run_id, now=now, ttl=self.cfg.lease_seconds
+                ):
+                    await self._release(run_id, taken)
+                    return None
+                taken.append(name)
+            return await self._launch(
+                run_id, taken, chosen, "calibration", max_items, max_cost_usd, mark_started=set(chosen) == set(listed)
+            )
+        except BaseException:
+            await self._release(run_id, taken)
+            raise
+
     async def _launch(
-        self, run_id: str, names: list[str], providers: list[str], trigger: str, max_items: int
+        self,
+        run_id: str,
+        names: list[str],
+        providers: list[str],
+        trigger: str,
+        max_items: int,
+        max_cost: float = 0.0,
+        *,
+        mark_started: bool = True,
     ) -> Document:
         now = self.clock()
         items = {n: self._by_name[n].items[: max_items or None] for n in names}
-        for name in names:
+        for name in names if mark_started else ():
             await self.store.mark_started(name, owner=self.owner, run_id=run_id, now=now)
         doc: Document = {
             "_id": run_id,
@@ -222,9 +301,12 @@ class RunManager:
             "cancel_requested": False,
             "suite_versions": {n: self._by_name[n].version for n in names},
             "max_items_per_suite": max_items,
+            "max_cost_usd": max_cost,
+            "cost_usd": 0.0,
+            "skipped_items": 0,
         }
         await self.store.create_run(doc)
-        active = _ActiveRun(run_id, names, providers, items, trigger)
+        active = _ActiveRun(run_id, names, providers, items, trigger, max_cost)
         self._active[run_id] = active
         active.task = asyncio.create_task(self._execute(active), name=f"benchmark-run-{run_id}")
         log.info(
@@ -290,7 +372,7 @@ class RunManager:
             if writer is not None and not writer.done():
                 queue.put_nowait(_STOP)
                 await asyncio.gather(writer, return_exceptions=True)
-            await self._finalize(run, outcome, error)
+            await self._record_end(run, outcome, error, ended_at=self.clock())
         except Exception:
             log.exception("could not record the end of run %s", run.run_id)
         finally:
@@ -299,21 +381,29 @@ class RunManager:
             self._notify(run.run_id)
 
     async def _work(self, run: _ActiveRun, queue: asyncio.Queue[Any]) -> None:
+        # Item-major order (first item of every suite, then the second...): items start in this
+        # order per provider, so a run stopped by its cost cap still covers every category.
         async with asyncio.TaskGroup() as group:
-            for name in run.categories:
-                suite = self._by_name[name]
-                for item in run.items[name]:
-                    for provider in run.providers:
-                        group.create_task(self._run_item(run, suite, item, provider, queue))
+            for index in range(max((len(v) for v in run.items.values()), default=0)):
+                for name in run.categories:
+                    if index < len(run.items[name]):
+                        for provider in run.providers:
+                            group.create_task(
+                                self._run_item(run, self._by_name[name], run.items[name][index], provider, queue)
+                            )
 
     async def _run_item(
         self, run: _ActiveRun, suite: Suite, item: SuiteItem, provider: str, queue: asyncio.Queue[Any]
     ) -> None:
         messages = ([("system", suite.system)] if suite.system else []) + [("user", item.prompt)]
         async with self._slot(provider):
+            if run.max_cost and run.cost >= run.max_cost:
+                run.skipped += 1  # cost cap reached: items not started yet are skipped
+                return
             answer: Answer = await self.router.generate_stream(
                 provider, suite.category, messages, max_tokens=item.max_tokens, timeout=self.cfg.item_timeout_seconds
             )
+            run.cost += answer.cost_usd
         evidence: tuple[str, ...]
         ITEMS.labels(provider, suite.name, "provider_error" if answer.error else "answered").inc()
         if answer.error:
@@ -327,6 +417,7 @@ class RunManager:
                 "provider": provider,
                 "category": suite.name,
                 "item_id": item.id,
+                "difficulty": item.difficulty,
                 "quality": quality,
                 "latency_ms": round(answer.latency_ms, 3),
                 "ttft_ms": round(answer.ttft_ms, 3),
@@ -363,8 +454,9 @@ class RunManager:
                     run.answered += 1
             if docs:
                 started = time.perf_counter()
-                await self.store.insert_items(docs)
-                await self.store.raise_completed(run.run_id, run.stored)
+                await self.outbox.write(docs)  # MongoDB down: kept on disk, stored when it is back
+                with contextlib.suppress(Unavailable):  # progress only; the end recounts
+                    await self.store.raise_completed(run.run_id, run.stored)
                 run.write_seconds += time.perf_counter() - started
                 self._notify(run.run_id)
             if stop:
@@ -379,28 +471,61 @@ class RunManager:
             if await wait_event(run.cancel, poll):
                 return "cancelled", run.stop_reason or "cancelled by request"
             now = self.clock()
-            if now - last_renew >= ttl / 3:
-                for name in run.categories:
-                    if not await self.store.renew_lease(name, owner=self.owner, run_id=run.run_id, now=now, ttl=ttl):
-                        return "failed", f"lease of suite {name} lost (renewal too late)"
-                last_renew = now
-            doc = await self.store.update_active_run(run.run_id, {"heartbeat_at": now})
+            try:
+                if now - last_renew >= ttl / 3:
+                    for name in run.categories:
+                        if not await self.store.renew_lease(
+                            name, owner=self.owner, run_id=run.run_id, now=now, ttl=ttl
+                        ):
+                            return "failed", f"lease of suite {name} lost (renewal too late)"
+                    last_renew = now
+                doc = await self.store.update_active_run(run.run_id, {"heartbeat_at": now, **run.progress()})
+            except Unavailable as exc:  # MongoDB down: the run goes on (results wait in the outbox)
+                log.warning("run heartbeat skipped: %s", exc, extra={"run_id": run.run_id})
+                continue
             if doc is None:
                 return "failed", "run was ended elsewhere"
             if doc.get("cancel_requested"):
                 return "cancelled", "cancelled by request"
 
-    async def _finalize(self, run: _ActiveRun, outcome: str, error: str) -> None:
-        now = self.clock()
+    async def _record_end(self, run: _ActiveRun, outcome: str, error: str, *, ended_at: float) -> None:
+        """Store the run's results, then its end; while MongoDB is down, retry until it is back.
+
+        The outcome and its cause are decided before the wait, so a run that ends during an outage
+        is recorded afterwards with its real end time and cause (not as a stale heartbeat). Only a
+        service stopping meanwhile gives up (the results stay in the outbox; a reaper ends the run).
+        """
+        delay, retry = 0.2, False
+        while True:
+            try:
+                if not await self.outbox.drain(2.0):
+                    raise Unavailable("mongodb down: item results still wait in the outbox", dependency="mongodb")
+                if retry:  # an earlier attempt may have written scores before it failed
+                    await self.store.delete_scores(run.run_id)
+                await self._finalize(run, outcome, error, now=ended_at)
+                return
+            except Unavailable as exc:
+                if self._stopping:
+                    raise
+                if not retry:
+                    log.warning("run end not recorded yet (%s); retrying", exc, extra={"run_id": run.run_id})
+                retry = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.lease_seconds / 3, 2.0)
+
+    async def _finalize(self, run: _ActiveRun, outcome: str, error: str, *, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
         stats = {"write_ms": round(run.write_seconds * 1000, 3)}
-        await self.store.update_active_run(run.run_id, {"stats": stats})
+        await self.store.update_active_run(run.run_id, {"stats": stats, **run.progress()})
         if outcome == "done" and run.answered == 0:
             outcome, error = "failed", f"no provider answered any item (first error: {run.first_error or 'none'})"
         if outcome == "done":
             items = await self.store.list_items(run.run_id)
             weights = {s.name: s.weights for s in self.suites.values()}
             started = time.perf_counter()
-            await self.store.insert_scores(aggregate(items, weights, self.refs, run_id=run.run_id, measured_at=now))
+            await self.store.insert_scores(
+                aggregate(items, weights, self.refs, run_id=run.run_id, measured_at=now, trigger=run.trigger)
+            )
             stats["write_ms"] += round((time.perf_counter() - started) * 1000, 3)
             await self.store.update_active_run(run.run_id, {"stats": stats})
             if (
@@ -487,6 +612,7 @@ class RunManager:
 
     async def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel this replica's runs and wait for their records to be closed."""
+        self._stopping = True
         tasks = []
         for run in list(self._active.values()):
             run.stop_reason = "service stopping"
@@ -495,6 +621,7 @@ class RunManager:
                 tasks.append(run.task)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        await self.outbox.close()
 
     @staticmethod
     def category_name(value: int) -> str:

@@ -66,6 +66,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
                 trigger=request.trigger,
                 max_items=request.max_items_per_suite,
                 timeout=max(0.05, timeout - 0.05),
+                max_cost_usd=request.max_cost_usd,
             )
         return convert.run_status(doc)
 

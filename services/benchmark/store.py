@@ -19,7 +19,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from masterx_runtime.errors import Unavailable
 from services.benchmark.metrics import MONGO_WRITE_SECONDS
@@ -141,6 +141,16 @@ class BenchmarkStore:
         except PyMongoError as exc:
             raise _unavailable(exc) from exc
 
+    async def recent_run_providers(self, trigger: str, *, since: float) -> set[str]:
+        """Providers of runs with ``trigger`` started at or after ``since`` (cancelled runs left out)."""
+        try:
+            cursor = self.runs.find(
+                {"trigger": trigger, "started_at": {"$gte": since}, "state": {"$ne": "CANCELLED"}}, {"providers": 1}
+            )
+            return {p for doc in await cursor.to_list(length=None) for p in doc.get("providers", [])}
+        except PyMongoError as exc:
+            raise _unavailable(exc) from exc
+
     # ---- item results -----------------------------------------------------------------------
 
     async def _insert_timed(self, collection: AsyncCollection[Document], docs: Sequence[Document]) -> None:
@@ -160,6 +170,24 @@ class BenchmarkStore:
 
     async def insert_items(self, docs: Sequence[Document]) -> None:
         await self._insert_timed(self.items, docs)
+
+    async def insert_items_once(self, docs: Sequence[Document]) -> None:
+        """Insert item results, skipping ones already stored (an outbox replay after a lost reply).
+
+        Driver errors are raised as they are, so the outbox can tell an outage (retry later) from
+        a rejected write.
+        """
+        started = time.perf_counter()
+        try:
+            await self.items.insert_many(list(docs), ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.write_seconds += elapsed
+            self.write_batches += 1
+            MONGO_WRITE_SECONDS.observe(elapsed)
 
     async def count_items(self, run_id: str) -> int:
         try:

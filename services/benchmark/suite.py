@@ -2,7 +2,8 @@
 
 A file holds ``category``, ``version``, ``weights`` (quality/speed/cost, summing to 1), an
 optional ``system`` prompt and ``max_tokens``, an optional ``rubric`` (criteria for ``rubric``
-items) and ``items``; each item has an ``id``, a ``prompt``, a ``scoring`` block (see
+items) and ``items``; each item has an ``id``, an optional ``difficulty`` (``easy``, ``medium`` -- the default
+-- or ``hard``: a hand-assigned label for routing evaluations, not used in scoring), a ``prompt``, a ``scoring`` block (see
 :mod:`services.benchmark.scoring.specs`) and a ``reference`` answer that must score 100 (the
 suite tests check every reference, so a broken item cannot ship). The version reported is the
 file's ``version`` plus a short hash of its content, so an edited file never passes for the old one.
@@ -35,6 +36,8 @@ CATEGORY_NAMES: dict[int, str] = {
     common_pb2.CATEGORY_GENERAL: "general",
 }
 CATEGORY_BY_NAME: dict[str, int] = {name: value for value, name in CATEGORY_NAMES.items()}
+#: Item difficulty labels, easiest first.
+DIFFICULTIES = ("easy", "medium", "hard")
 
 
 class SuiteError(ValueError):
@@ -55,6 +58,7 @@ class SuiteItem:
     spec: Spec
     reference: str
     max_tokens: int
+    difficulty: str = "medium"
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,12 @@ def parse_suite(data: Mapping[str, Any], source: str, content: bytes, min_items:
         reference = str(raw.get("reference", "")).strip()
         if not reference:
             raise SuiteError(f"{where} ({item_id}): a reference answer is required")
-        items.append(SuiteItem(item_id, prompt, spec, reference, int(raw.get("max_tokens", default_max_tokens))))
+        difficulty = str(raw.get("difficulty", "medium"))
+        if difficulty not in DIFFICULTIES:
+            raise SuiteError(f"{where} ({item_id}): difficulty must be one of {', '.join(DIFFICULTIES)}")
+        items.append(
+            SuiteItem(item_id, prompt, spec, reference, int(raw.get("max_tokens", default_max_tokens)), difficulty)
+        )
     if len(items) < min_items:
         raise SuiteError(f"{source}: {len(items)} items, at least {min_items} required")
     digest = hashlib.sha256(content).hexdigest()[:8]

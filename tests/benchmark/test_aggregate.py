@@ -35,7 +35,7 @@ def test_relative_scores_put_the_fastest_and_cheapest_at_100() -> None:
         _item("flaky", 100, 200, 0.002),
         _item("flaky", 0, 50, 0.0, error="UNAVAILABLE: boom"),
     ]
-    scores = _by_provider(items, ScoreRefs())
+    scores = _by_provider(items, ScoreRefs(mode="relative"))
     fast, slow, flaky = scores["fast"], scores["slow"], scores["flaky"]
     assert fast["quality"] == 70.0 and slow["quality"] == 100.0 and flaky["quality"] == 50.0
     assert fast["p50_latency_ms"] == 200.0 and flaky["p50_latency_ms"] == 200.0  # failed items' latency ignored
@@ -49,7 +49,7 @@ def test_relative_scores_put_the_fastest_and_cheapest_at_100() -> None:
 
 def test_a_provider_that_never_answers_scores_zero_everywhere() -> None:
     items = [_item("down", 0, 5, 0.0, error="UNAVAILABLE"), _item("up", 50, 100, 0.0)]
-    scores = _by_provider(items, ScoreRefs())
+    scores = _by_provider(items, ScoreRefs(mode="relative"))
     assert (scores["down"]["speed"], scores["down"]["cost"], scores["down"]["final_score"]) == (0.0, 0.0, 0.0)
     assert scores["up"]["cost"] == 100.0  # free and answering
 
@@ -62,3 +62,11 @@ def test_reference_mode_is_absolute_and_log_scaled() -> None:
     assert scores["c"]["speed"] == 0.0 and scores["c"]["cost"] == 0.0
     alone = _by_provider([_item("b", 100, 1000, 1e-3)], refs)
     assert alone["b"]["speed"] == pytest.approx(50.0)  # not 100 just because it ran alone
+
+
+def test_reference_is_the_default_mode() -> None:
+    assert ScoreRefs().mode == "reference"
+    scores = _by_provider([_item("a", 100, 50, 1e-6), _item("b", 100, 60000, 1.0)], ScoreRefs())
+    assert (scores["a"]["speed"], scores["a"]["cost"]) == (100.0, 100.0)
+    assert (scores["b"]["speed"], scores["b"]["cost"]) == (0.0, 0.0)
+    assert scores["a"]["score_mode"] == "reference"

@@ -20,11 +20,11 @@ from masterx.router.v1 import router_pb2
 from masterx_runtime.clients import channel
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings
+from masterx_runtime.testing.fake_llm import ReplyRule
 from masterx_runtime.testing.servers import free_port
 from services.benchmark.app import BenchmarkApp
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.store import RUNS
-from masterx_runtime.testing.fake_llm import ReplyRule
 from tests.benchmark.harness import (
     FakeProvider,
     Stack,
@@ -46,8 +46,14 @@ MATH, CODING, EMPATHY, LANGUAGE = (
 )
 SUITES = suites()
 
+#: No runs the tests did not ask for (the schedule and calibration are on by default).
+QUIET = {"schedule_hours": 0.0, "calibration": False}
 FAST = BenchmarkSettings(
-    lease_seconds=2.0, item_timeout_seconds=15.0, sandbox_timeout_seconds=3.0, sandbox_test_timeout_seconds=1.0
+    lease_seconds=2.0,
+    item_timeout_seconds=15.0,
+    sandbox_timeout_seconds=3.0,
+    sandbox_test_timeout_seconds=1.0,
+    **QUIET,  # type: ignore[arg-type]
 )
 
 
@@ -79,7 +85,7 @@ async def test_run_stores_consistent_results_and_ranks_correct_provider_first(
         FakeProvider("judge", behavior(_judge_rules(criteria), default_reply=_judge_default(criteria))),
         FakeProvider("down", behavior([], error="http_500", error_rate=1.0)),
     ]
-    cfg = BenchmarkSettings(judge_provider="judge", item_timeout_seconds=15.0)
+    cfg = BenchmarkSettings(judge_provider="judge", item_timeout_seconds=15.0, **QUIET)  # type: ignore[arg-type]
     async with benchmark_stack(
         providers, redis_url=redis_url, mongo_url=mongo_url, mongo_db_name=mongo_db_name, cfg=cfg
     ) as stack:
@@ -196,7 +202,7 @@ async def test_cancel_leaves_consistent_records_and_leases_block_duplicates(
 ) -> None:
     """A run on replica A is refused a duplicate, watched and cancelled through replica B."""
     providers = [FakeProvider("slow", behavior(correct_rules(SUITES), latency_ms=150))]
-    cfg = BenchmarkSettings(provider_concurrency=1, lease_seconds=2.0)
+    cfg = BenchmarkSettings(provider_concurrency=1, lease_seconds=2.0, **QUIET)  # type: ignore[arg-type]
     async with benchmark_stack(
         providers, redis_url=redis_url, mongo_url=mongo_url, mongo_db_name=mongo_db_name, cfg=cfg
     ) as stack:
@@ -279,7 +285,9 @@ async def test_two_schedulers_never_run_the_same_suite_at_once(
         schedule_check_seconds=0.05,
         schedule_max_items=1,
         schedule_providers=("p",),
+        schedule_max_cost_usd=0.0,
         lease_seconds=1.0,
+        calibration=False,
     )
     providers = [FakeProvider("p", behavior(correct_rules(SUITES), latency_ms=120))]
     async with benchmark_stack(

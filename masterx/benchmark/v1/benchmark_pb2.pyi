@@ -321,6 +321,7 @@ class ItemResult(_message.Message):
     EVIDENCE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     SUITE_VERSION_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Run that produced the result."""
     provider: _builtins.str
@@ -343,6 +344,10 @@ class ItemResult(_message.Message):
     """Error if the provider failed on the item (quality is 0)."""
     suite_version: _builtins.str
     """Suite version."""
+    difficulty: _builtins.str
+    """The item's hand-assigned difficulty label from the suite: "easy", "medium" or "hard"
+    (routing evaluations group by it; scoring does not use it).
+    """
     @_builtins.property
     def tokens(self) -> _common_pb2.TokenUsage:
         """Tokens of the answer as the router reported them (0 when the provider failed)."""
@@ -367,10 +372,11 @@ class ItemResult(_message.Message):
         evidence: _abc.Iterable[_builtins.str] | None = ...,
         error: _builtins.str = ...,
         suite_version: _builtins.str = ...,
+        difficulty: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cost_usd", b"cost_usd", "error", b"error", "evidence", b"evidence", "item_id", b"item_id", "latency_ms", b"latency_ms", "provider", b"provider", "quality", b"quality", "run_id", b"run_id", "scorer", b"scorer", "suite_version", b"suite_version", "tokens", b"tokens", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "cost_usd", b"cost_usd", "difficulty", b"difficulty", "error", b"error", "evidence", b"evidence", "item_id", b"item_id", "latency_ms", b"latency_ms", "provider", b"provider", "quality", b"quality", "run_id", b"run_id", "scorer", b"scorer", "suite_version", b"suite_version", "tokens", b"tokens", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
