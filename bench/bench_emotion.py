@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Row:
     latencies_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
     messages: int = 0
+    cpu_ms: float = float("nan")  # server CPU time (user + system) per message
 
     def line(self) -> str:
         rate = (self.messages or self.requests) / self.seconds if self.seconds else 0.0
@@ -92,14 +93,21 @@ class Row:
         return (
             f"| {self.name:<50} | {self.requests:>6} | {percentile(lat, 50):>7.2f} | {percentile(lat, 95):>7.2f} | "
             f"{percentile(lat, 99):>7.2f} | {statistics.median(self.server_ms) if self.server_ms else float('nan'):>9.2f} | "
-            f"{rate:>8.1f} |"
+            f"{rate:>8.1f} | {self.cpu_ms:>8.2f} |"
         )
 
 
 HEADER = (
     f"| {'scenario':<50} | {'calls':>6} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'server ms':>9} | "
-    f"{'msgs/s':>8} |\n|{'-' * 52}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|"
+    f"{'msgs/s':>8} | {'CPU ms/msg':>8} |\n"
+    f"|{'-' * 52}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 12}|"
 )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -207,6 +215,8 @@ def start_server(args: argparse.Namespace, mongo_url: str) -> tuple[subprocess.P
         "MONGO_URL": mongo_url,
         "MONGO_DB": "bench_emotion",
         "EMOTION_INTRA_OP_THREADS": str(args.threads),
+        "EMOTION_WORKERS": str(args.workers),
+        "EMOTION_INTRA_OP_SPINNING": "1" if args.spinning else "0",
         "EMOTION_BATCH_MAX_SIZE": str(args.max_batch),
         "EMOTION_BATCH_MAX_WAIT_MS": str(args.max_wait_ms),
         "EMOTION_BATCH_MODE": args.batch_mode,
@@ -222,9 +232,17 @@ def batching(metrics_port: int) -> dict[str, object]:
         return dict(json.loads(resp.read()).get("batching", {}))
 
 
-async def measure(args: argparse.Namespace, port: int) -> list[Row]:
+async def measure(args: argparse.Namespace, port: int, pid: int) -> list[Row]:
     rows: list[Row] = []
     addr = f"127.0.0.1:{port}"
+
+    async def timed(run: Awaitable[Row]) -> Row:
+        before = cpu_seconds(pid)
+        row = await run
+        row.cpu_ms = (cpu_seconds(pid) - before) * 1000 / max(1, row.messages or row.requests)
+        print(row.line(), flush=True)
+        return row
+
     started = time.perf_counter()
     await wait_until_serving(addr, SERVICE, 120)
     async with channel(addr) as chan:
@@ -237,21 +255,18 @@ async def measure(args: argparse.Namespace, port: int) -> list[Row]:
             flush=True,
         )
         print(HEADER, flush=True)
-        rows.append(await sequential(stub, "Analyze, one at a time", args.sequential))
-        print(rows[-1].line(), flush=True)
+        rows.append(await timed(sequential(stub, "Analyze, one at a time", args.sequential)))
         rows.append(
-            await sequential(
-                stub, "Analyze with user_id (history on), one at a time", args.sequential // 2, user="bench-student"
+            await timed(
+                sequential(
+                    stub, "Analyze with user_id (history on), one at a time", args.sequential // 2, user="bench-student"
+                )
             )
         )
-        print(rows[-1].line(), flush=True)
         for clients in args.clients:
-            rows.append(await concurrent(stub, clients, args.duration))
-            print(rows[-1].line(), flush=True)
-        rows.append(await streams(stub, 4, 8, args.duration))
-        print(rows[-1].line(), flush=True)
-        rows.append(await batches(stub, 32, args.duration))
-        print(rows[-1].line(), flush=True)
+            rows.append(await timed(concurrent(stub, clients, args.duration)))
+        rows.append(await timed(streams(stub, 4, 8, args.duration)))
+        rows.append(await timed(batches(stub, 32, args.duration)))
     return rows
 
 
@@ -261,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     server: subprocess.Popen[bytes] | None = None
     try:
         server, port, metrics_port = start_server(args, mongo.url)
-        rows = asyncio.run(measure(args, port))
+        rows = asyncio.run(measure(args, port, server.pid))
         rss, peak = rss_mb(server.pid)
         batch_stats = batching(metrics_port)
     finally:
@@ -275,7 +290,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     print()
     print(f"machine: {host}")
     print(
-        f"settings: EMOTION_INTRA_OP_THREADS={args.threads} EMOTION_BATCH_MAX_SIZE={args.max_batch} "
+        f"settings: EMOTION_INTRA_OP_THREADS={args.threads} EMOTION_WORKERS={args.workers} "
+        f"EMOTION_INTRA_OP_SPINNING={int(args.spinning)} EMOTION_BATCH_MAX_SIZE={args.max_batch} "
         f"EMOTION_BATCH_MAX_WAIT_MS={args.max_wait_ms} EMOTION_BATCH_MODE={args.batch_mode}"
     )
     print(HEADER)
@@ -304,6 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 "p95_ms": percentile(r.latencies_ms, 95),
                 "p99_ms": percentile(r.latencies_ms, 99),
                 "msgs_per_s": (r.messages or r.requests) / r.seconds,
+                "server_cpu_ms_per_msg": r.cpu_ms,
             }
             for r in rows
         ],
@@ -317,8 +334,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per throughput scenario")
     ap.add_argument("--sequential", type=int, default=300, help="calls in the one-at-a-time scenario")
-    ap.add_argument("--clients", type=int, nargs="+", default=[16, 64], help="concurrent client counts")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("EMOTION_INTRA_OP_THREADS", "2")))
+    ap.add_argument("--clients", type=int, nargs="+", default=[16, 32, 64], help="concurrent client counts")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("EMOTION_INTRA_OP_THREADS", "1")))
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("EMOTION_WORKERS", "0")))
+    ap.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin-wait (its default)")
     ap.add_argument("--max-batch", type=int, default=int(os.environ.get("EMOTION_BATCH_MAX_SIZE", "32")))
     ap.add_argument("--max-wait-ms", type=float, default=float(os.environ.get("EMOTION_BATCH_MAX_WAIT_MS", "0")))
     ap.add_argument(

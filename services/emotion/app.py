@@ -29,7 +29,7 @@ from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import InvalidArgument, ServiceError, Unavailable
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
-from services.emotion.batcher import MicroBatcher
+from services.emotion.batcher import MicroBatcher, worker_count
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel, Prediction
 from services.emotion.history import Entry, HistoryStore, Link, Window
@@ -183,10 +183,17 @@ class EmotionApp(ServiceApp):
                 intra_op_threads=c.intra_op_threads,
                 prefer_gpu=c.execution_provider == "auto",
                 batch_invariant={"auto": None, "per_text": True, "padded": False}[c.batch_mode],
+                intra_op_spinning=c.intra_op_spinning,
             )
         load_ms = (time.perf_counter() - started) * 1000
+        # A per-text model runs each text on its own anyway: workers take one text at a time, so
+        # each answer leaves as soon as it is ready and no worker idles behind another's batch.
         batcher: MicroBatcher[Prediction] = MicroBatcher(
-            model.predict, max_size=c.batch_max_size, max_wait_s=c.batch_max_wait_ms / 1000.0, on_batch=self._observe
+            model.predict,
+            max_size=1 if model.batch_invariant else c.batch_max_size,
+            max_wait_s=c.batch_max_wait_ms / 1000.0,
+            workers=worker_count(c.workers, c.intra_op_threads),
+            on_batch=self._observe,
         )
         started = time.perf_counter()
         await asyncio.to_thread(self._warm_up, model)
@@ -200,6 +207,7 @@ class EmotionApp(ServiceApp):
                 "parameters_version": self.params.version,
                 "execution_providers": model.providers,
                 "intra_op_threads": c.intra_op_threads,
+                "workers": batcher.workers,
                 "batch_mode": model.batch_mode,
                 "load_ms": round(load_ms, 1),
                 "warmup_ms": round(warm_ms, 1),
@@ -252,6 +260,7 @@ class EmotionApp(ServiceApp):
                 "mode": m.batch_mode if m is not None else "padded",
                 "max_size": self.batcher.max_size,
                 "max_wait_ms": self.cfg.batch_max_wait_ms,
+                "workers": self.batcher.workers,
                 **self.batcher.stats.snapshot(),
             }
         if self.history is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -10,11 +12,11 @@ import grpc
 import pytest
 
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
-from masterx_runtime.errors import DeadlineExceeded
+from masterx_runtime.errors import DeadlineExceeded, Unavailable
 from masterx_runtime.stores.mongo_store import MongoSettings
 from masterx_runtime.testing.grpc_server import serving
 from services.emotion.app import EmotionApp
-from services.emotion.batcher import MicroBatcher
+from services.emotion.batcher import MicroBatcher, batch_take, usable_cpus, worker_count
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel
 
@@ -41,22 +43,24 @@ def assert_same(a: list[float], b: list[float], tol: float = 1e-3) -> None:
     assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= tol
 
 
-async def test_concurrent_requests_are_batched_and_match_unbatched(
+async def test_concurrent_requests_match_unbatched_and_spread_over_workers(
     emotion_settings: Callable[..., EmotionSettings], mongo_settings: MongoSettings, shared_model: EmotionModel
 ) -> None:
-    # A generous wait so that the 24 concurrent calls reliably meet in the queue.
-    app = EmotionApp(emotion_settings(batch_max_wait_ms=20.0, batch_max_size=16), mongo_settings, model=shared_model)
+    # The shipped (per-text) model: workers take one text at a time, so nothing waits for a batch.
+    app = EmotionApp(
+        emotion_settings(batch_max_wait_ms=20.0, batch_max_size=16, workers=2), mongo_settings, model=shared_model
+    )
     async with serving(app) as (_, chan):
         stub = emotion_pb2_grpc.EmotionServiceStub(chan)
         alone = [await stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in MESSAGES]
-        assert app.batcher is not None
+        assert app.batcher is not None and app.batcher.workers == 2
+        assert app.health_details()["batching"]["workers"] == 2
         before = app.batcher.stats.batches
         assert before == len(MESSAGES), "sequential calls run one by one"
         texts = MESSAGES * 3
         together = await asyncio.gather(*(stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in texts))
         stats = app.batcher.stats
-        assert stats.batches - before < len(texts), "concurrent requests shared model calls"
-        assert max(stats.sizes) > 1 and max(stats.sizes) <= 16
+        assert stats.batches - before == len(texts) and max(stats.sizes) == 1, "one text per model call"
         for i, resp in enumerate(together):
             assert_same(_probs(resp), _probs(alone[i % len(MESSAGES)]))
             assert resp.result.primary_emotion == alone[i % len(MESSAGES)].result.primary_emotion
@@ -71,7 +75,7 @@ async def test_analyze_batch_keeps_order_and_matches_analyze(emotion: Emotion) -
     for text, result in zip(MESSAGES, batch.results, strict=True):
         single = await stub.Analyze(emotion_pb2.AnalyzeRequest(text=text))
         assert_same(_probs(result), _probs(single))
-    assert app.batcher is not None and app.batcher.stats.sizes[len(MESSAGES)] >= 1, "the batch ran as one model call"
+    assert app.batcher is not None and app.batcher.stats.texts >= 2 * len(MESSAGES)
 
 
 async def test_stream_answers_in_order_and_survives_bad_messages(emotion: Emotion) -> None:
@@ -190,3 +194,60 @@ async def test_padded_batch_mode_runs_one_padded_call(
         # Dynamic int8 activations: neighbours shift probabilities a little, never wildly.
         for a, b in zip(alone, together, strict=True):
             assert_same(_probs(a), _probs(b), tol=0.1)
+
+
+def test_batch_take_shares_what_waits() -> None:
+    assert batch_take(32, 1, 2) == 1
+    assert batch_take(32, 10, 2) == 5
+    assert batch_take(32, 11, 2) == 6
+    assert batch_take(4, 100, 2) == 4
+    assert batch_take(1, 100, 1) == 1
+
+
+def test_worker_count_defaults_to_cores_per_call() -> None:
+    assert worker_count(3, 1) == 3, "an explicit count wins"
+    cores = usable_cpus()
+    assert 1 <= cores <= len(os.sched_getaffinity(0))
+    assert worker_count(0, 1) == cores
+    assert worker_count(0, 0) == 1, "0 intra-op threads = every core per call: one worker"
+    assert worker_count(0, cores + 1) == 1
+
+
+async def test_workers_run_model_calls_at_the_same_time() -> None:
+    both = threading.Barrier(2, timeout=10)
+
+    def predict(texts: list[str]) -> list[str]:
+        both.wait()  # passes only when two calls are inside predict at once
+        return texts
+
+    b: MicroBatcher[str] = MicroBatcher(predict, max_size=8, max_wait_s=0.0, workers=2)
+    b.start()
+    try:
+        assert await asyncio.gather(*b.submit_many(["a", "b"])) == ["a", "b"]
+        assert b.stats.batches == 2 and b.stats.sizes[1] == 2, "the two waiting texts were shared"
+    finally:
+        await b.close()
+
+
+async def test_close_fails_what_is_still_queued() -> None:
+    release = threading.Event()
+
+    def predict(texts: list[str]) -> list[str]:
+        release.wait(10)
+        return texts
+
+    b: MicroBatcher[str] = MicroBatcher(predict, max_size=1, max_wait_s=0.0)
+    b.start()
+    running = asyncio.ensure_future(b.predict("running"))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(b.predict("queued"))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(b.close())
+    await asyncio.sleep(0.05)
+    release.set()
+    await closing
+    assert await running == "running", "the batch in progress finishes"
+    with pytest.raises(Unavailable):
+        await queued
+    with pytest.raises(Unavailable):
+        b.submit_many(["late"])
