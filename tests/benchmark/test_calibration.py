@@ -16,9 +16,21 @@ import yaml
 
 from masterx.benchmark.v1 import benchmark_pb2
 from masterx.common.v1 import common_pb2
+from masterx.router.v1 import router_pb2
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.store import RUNS
-from tests.benchmark.harness import FakeProvider, Stack, behavior, benchmark_stack, correct_rules, suites, wrong_rules
+from services.benchmark.suite import SuiteItem
+from tests.benchmark.harness import (
+    FakeProvider,
+    Stack,
+    behavior,
+    benchmark_stack,
+    correct_rules,
+    item_rules,
+    suites,
+    wrong_answer,
+    wrong_rules,
+)
 
 SUITES = suites()
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,6 +187,56 @@ async def test_cost_cap_skips_the_rest_and_scores_what_was_done(
         board = await stack.stub.GetLeaderboard(benchmark_pb2.GetLeaderboardRequest(category=common_pb2.CATEGORY_MATH))
         assert [s.items for s in board.scores] == [1, 1]
         _assert_board_uses_suite_weights(board)
+
+
+async def test_router_and_leaderboard_agree_on_the_winner_of_every_category(
+    redis_url: str, mongo_url: str, mongo_db_name: str
+) -> None:
+    """Winners differ by category (and by the categories' weights); the router names the leaderboard's top."""
+    from services.router.policy import load_policy  # the router's module: its pivot leaves the knob as given
+
+    split = {"math", "coding", "research"}
+
+    category_of = {item.id: suite.name for suite in SUITES.values() for item in suite.items}
+
+    def alpha(item: SuiteItem) -> str:
+        return item.reference if category_of[item.id] in split else wrong_answer(item)
+
+    def beta(item: SuiteItem) -> str:
+        return wrong_answer(item) if category_of[item.id] in split else item.reference
+
+    providers = [
+        FakeProvider("alpha", behavior(item_rules(SUITES, alpha), latency_ms=2), 1.0, 4.0),
+        FakeProvider("beta", behavior(item_rules(SUITES, beta), latency_ms=2), 0.5, 2.0),
+        FakeProvider("gamma", behavior(wrong_rules(SUITES), latency_ms=1), 0.1, 0.4),
+    ]
+    pivot = load_policy().complexity_pivot
+    async with benchmark_stack(
+        providers, redis_url=redis_url, mongo_url=mongo_url, mongo_db_name=mongo_db_name, cfg=CALIBRATING
+    ) as stack:
+        scores = await _wait_for_scores(stack, {"alpha", "beta", "gamma"})
+        winners = {board.category: board.scores[0] for board in scores.leaderboards}
+        assert {SUITES[c].name for c, w in winners.items() if w.provider == "alpha"} == split
+        for category, top in winners.items():
+            run_id = top.run_id
+            request = router_pb2.GenerateRequest(
+                messages=[common_pb2.ChatMessage(role="user", content="Can you help me with this?")],
+                category=category,  # type: ignore[arg-type]
+                cost_quality=0.5,
+                budget=common_pb2.TokenBudget(complexity=pivot),
+            )
+            deadline = time.monotonic() + 15
+            while True:
+                decision = await stack.router.Route(request, timeout=5)
+                sources = {c.provider: c.score_source for c in decision.candidates}
+                if all(src == f"benchmark:{run_id}" for src in sources.values()):
+                    break
+                assert time.monotonic() < deadline, f"router has not loaded run {run_id}: {sources}"
+                await asyncio.sleep(0.2)
+            assert decision.provider == top.provider, (SUITES[category].name, list(decision.reasons))
+            assert [c.provider for c in decision.candidates] == [
+                s.provider for s in next(b for b in scores.leaderboards if b.category == category).scores
+            ]
 
 
 def test_schedule_and_calibration_are_on_by_default_with_caps() -> None:
