@@ -57,16 +57,34 @@ class ReplyRule:
 
     ``scope`` is ``"last_user"`` (the last user message) or ``"prompt"`` (every message, system
     included, joined by newlines). Replies may use ``{provider}``, ``{model}``, ``{last_user}``.
+
+    Scripted correctness: with ``correct_probability`` set, each matching request answers
+    ``reply`` with that probability and otherwise one of ``wrong_replies`` (uniformly), drawn
+    from the provider's seeded generator - a model that is right with a given probability per
+    step, independently per sample.
     """
 
     match: str
     reply: str
     scope: str = "last_user"
+    correct_probability: float | None = None
+    wrong_replies: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.scope not in ("last_user", "prompt"):
             raise ValueError(f"ReplyRule.scope must be 'last_user' or 'prompt', not {self.scope!r}")
         re.compile(self.match)
+        if self.correct_probability is not None:
+            if not 0.0 <= self.correct_probability <= 1.0:
+                raise ValueError("ReplyRule.correct_probability must be in [0, 1]")
+            if self.correct_probability < 1.0 and not self.wrong_replies:
+                raise ValueError("ReplyRule.correct_probability below 1 needs wrong_replies")
+
+    def pick(self, rng: random.Random) -> str:
+        """The reply for one request (``rng`` draws the scripted correctness)."""
+        if self.correct_probability is None or rng.random() < self.correct_probability:
+            return self.reply
+        return self.wrong_replies[rng.randrange(len(self.wrong_replies))]
 
 
 @dataclass
@@ -126,7 +144,13 @@ class ProviderBehavior:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for rule in data["rules"]:  # scripted-correctness fields only when used (older clients)
+            if rule["correct_probability"] is None:
+                del rule["correct_probability"]
+            if not rule["wrong_replies"]:
+                del rule["wrong_replies"]
+        return data
 
 
 @dataclass
@@ -646,7 +670,8 @@ class FakeLLMServer:
         if breaking:
             self._count_error(name, "break_stream")
         model = b.model or prompt.model or f"{name}-model"
-        reply = _choose_reply(b, prompt, name, model)
+        with self._lock:  # scripted correctness draws from the provider's seeded generator
+            reply = _choose_reply(b, prompt, name, model, state.rng)
         pieces = _OUTPUT_PIECE_RE.findall(reply) or [""]
         finish = "stop"
         if prompt.max_tokens is not None and 0 < prompt.max_tokens < len(pieces):
@@ -799,12 +824,14 @@ def _request_key(api: str, request: _Request) -> str | None:
     return request.headers.get("x-goog-api-key") or request.query.get("key")
 
 
-def _choose_reply(b: ProviderBehavior, prompt: _Prompt, provider: str, model: str) -> str:
+def _choose_reply(
+    b: ProviderBehavior, prompt: _Prompt, provider: str, model: str, rng: random.Random | None = None
+) -> str:
     reply = b.default_reply
     for rule in b.rules:
         haystack = prompt.last_user if rule.scope == "last_user" else prompt.whole
         if re.search(rule.match, haystack, re.IGNORECASE):
-            reply = rule.reply
+            reply = rule.pick(rng) if rng is not None else rule.reply
             break
     reply = reply.replace("{provider}", provider).replace("{model}", model).replace("{last_user}", prompt.last_user)
     for stop in prompt.stop:

@@ -21,11 +21,13 @@ from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2
 from masterx.reasoning.v1 import reasoning_pb2
 from masterx.router.v1 import router_pb2
-from services.gateway import views
+from masterx_runtime.logs import request_id_var
+from services.gateway import opsdata, views
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import GatewayError, from_rpc_error
 from services.gateway.peers import Peers
 from services.gateway.prompting import tutor_messages
+from services.gateway.protojson import to_dict
 from services.gateway.schemas import ChatRequest, StudentContextIn
 
 log = logging.getLogger("masterx.gateway.chat")
@@ -59,6 +61,7 @@ class TurnState:
     emotion: common_pb2.EmotionResult | None = None
     budget: common_pb2.TokenBudget | None = None
     reasoning: reasoning_pb2.ReasonResult | None = None
+    thinking: reasoning_pb2.ThinkingDecision | None = None  # the metacognitive controller's decision
     degraded: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -72,6 +75,7 @@ async def _analyze(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: Tur
                 user_id=req.user_id,
                 session_id=req.session_id,
                 context=student_context(req.context),
+                request_id=request_id_var.get(),  # the turn id a later outcome names
             ),
             timeout=cfg.emotion_timeout_seconds,
         )
@@ -108,6 +112,35 @@ async def _allocate(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: Tu
     return "budget", views.budget(budget)
 
 
+async def _decide(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: TurnState) -> bool:
+    """Whether to run deep thinking: the reasoning service's controller decides (the user's
+    explicit choice wins there too); when the service already failed this turn, or the call
+    fails, the user's choice, else the budget's recommendation."""
+    fallback = req.deep_thinking if req.deep_thinking is not None else bool(st.budget and st.budget.recommend_deep_thinking)
+    if st.budget is None:  # AllocateBudget failed: the reasoning service is degraded already
+        return fallback
+    decide = reasoning_pb2.DecideThinkingRequest(
+        query=req.message,
+        user_id=req.user_id,
+        session_id=req.session_id,
+        turn_id=request_id_var.get(),
+        emotion=st.emotion,
+        budget=st.budget,
+        follows_answer=bool(req.history) and req.history[-1].role == "assistant",
+    )
+    if req.deep_thinking is not None:
+        decide.deep_thinking = req.deep_thinking
+    start = time.perf_counter()
+    try:
+        st.thinking = await peers.reasoning.DecideThinking(decide, timeout=cfg.budget_timeout_seconds)
+    except grpc.aio.AioRpcError as exc:
+        st.degraded.append(degraded_entry("reasoning", from_rpc_error(exc, "reasoning")))
+        return fallback
+    finally:
+        st.timings["thinking_ms"] = _ms(start)
+    return st.thinking.deep_thinking
+
+
 async def _reason(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: TurnState) -> AsyncIterator[Event]:
     start = time.perf_counter()
     call = peers.reasoning.Reason(
@@ -119,6 +152,8 @@ async def _reason(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: Turn
             category=views.category_value(req.category),
             budget=st.budget,
             pinned_provider=req.provider,
+            limits=st.thinking.limits if st.thinking is not None else None,
+            turn_id=request_id_var.get(),  # the chain is stored for GET /api/v1/turns/{id}/reasoning
         ),
         timeout=cfg.reason_timeout_seconds,
     )
@@ -182,6 +217,7 @@ def _summary(st: TurnState, done: router_pb2.GenerateResponse, reply: str, total
         "emotion": views.emotion(st.emotion) if st.emotion is not None else None,
         "budget": views.budget(st.budget) if st.budget is not None else None,
         "reasoning": views.reasoning(st.reasoning) if st.reasoning is not None else None,
+        "thinking": to_dict(st.thinking) if st.thinking is not None else None,
         "provider": views.decision(done.decision) | {"name": done.provider, "model": done.model},
         "usage": {**totals, "estimated": gen_usage["estimated"], "cost_usd": round(cost, 8), "breakdown": breakdown},
         "finish_reason": done.finish_reason,
@@ -209,8 +245,7 @@ async def chat_events(peers: Peers, cfg: GatewaySettings, req: ChatRequest, *, s
     )
     yield await _analyze(peers, cfg, req, st)
     yield await _allocate(peers, cfg, req, st)
-    recommended = st.budget is not None and st.budget.recommend_deep_thinking
-    if req.deep_thinking or (req.deep_thinking is None and recommended):
+    if await _decide(peers, cfg, req, st):
         async for event in _reason(peers, cfg, req, st):
             yield event
 
@@ -244,6 +279,8 @@ async def chat_events(peers: Peers, cfg: GatewaySettings, req: ChatRequest, *, s
     finally:
         st.timings["generate_ms"] = _ms(start)
     summary = _summary(st, done, reply, total_start)
+    endpoint = "chat/stream" if stream else "chat"
+    opsdata.DECISIONS.record(opsdata.decision_record(summary, request_id_var.get(), endpoint))
     log.info(
         "chat answered",
         extra={

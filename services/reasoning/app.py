@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -26,11 +27,15 @@ from services.reasoning import convert
 from services.reasoning.budget.allocator import BudgetAllocator
 from services.reasoning.budget.estimator import ComplexityEstimator
 from services.reasoning.config import ReasoningSettings, complexity_model_path, load_yaml
+from services.reasoning.controller import ControllerConfig
 from services.reasoning.practice.generator import warm_tables
 from services.reasoning.practice.mastery import PracticeConfig
 from services.reasoning.practice.store import INDEXES, MasteryStore
 from services.reasoning.practice_rpc import PracticeHandler
 from services.reasoning.reason_rpc import ReasonHandler, SearchSettings
+from services.reasoning.thinking_rpc import ThinkingHandler
+from services.reasoning.turns import INDEXES as TURN_INDEXES
+from services.reasoning.turns import TurnStore
 
 log = logging.getLogger("masterx.reasoning")
 
@@ -90,6 +95,16 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
     ) -> reasoning_pb2.StudentMastery:
         return await within_deadline(context, self.app.practice.get_mastery(request))
 
+    async def DecideThinking(
+        self, request: reasoning_pb2.DecideThinkingRequest, context: grpc.aio.ServicerContext
+    ) -> reasoning_pb2.ThinkingDecision:
+        return await within_deadline(context, self.app.thinking.decide(request))
+
+    async def GetTurnReasoning(
+        self, request: reasoning_pb2.GetTurnReasoningRequest, context: grpc.aio.ServicerContext
+    ) -> reasoning_pb2.TurnReasoning:
+        return await within_deadline(context, self.app.thinking.turn_reasoning(request))
+
 
 class ReasoningApp(ServiceApp):
     name = "reasoning"
@@ -115,8 +130,12 @@ class ReasoningApp(ServiceApp):
         self.practice_config = PracticeConfig.from_mapping(load_yaml(s.practice_config_file, "practice.yaml"))
         self.search_settings = SearchSettings.from_mapping(load_yaml(s.search_config_file, "search.yaml"))
         self.practice = PracticeHandler(self.practice_config, self._mastery_store, *(() if clock is None else (clock,)))
+        self.controller_config = ControllerConfig.from_mapping(load_yaml(s.controller_config_file, "controller.yaml"))
+        self.thinking = ThinkingHandler(self.controller_config, self.allocator.estimator, self._turn_store)
+        self._turn_clock = clock or time.time
         self._mongo: MongoStore | None = None
         self._store: MasteryStore | None = None
+        self._turns: TurnStore | None = None
         self._router_channel: grpc.aio.Channel | None = None
         self._reason: ReasonHandler | None = None
         self._mongo_connected = False
@@ -128,6 +147,9 @@ class ReasoningApp(ServiceApp):
         if self._store is None:
             raise Unavailable("mongodb is not connected yet", dependency="mongodb")
         return self._store
+
+    def _turn_store(self) -> TurnStore | None:
+        return self._turns
 
     def reason_handler(self) -> ReasonHandler:
         if self._reason is None:
@@ -142,13 +164,14 @@ class ReasoningApp(ServiceApp):
             self.search_settings,
             router_pb2_grpc.RouterServiceStub(self._router_channel),
             call_timeout=self.peers.rpc_timeout_seconds,
+            turns=self._turn_store,
         )
         tables = asyncio.ensure_future(asyncio.to_thread(warm_tables, self.practice_config.extra_rods))
         self._mongo = MongoStore(self.mongo_settings)
         attempt = 0
         while True:
             try:
-                await self._mongo.connect(INDEXES)
+                await self._mongo.connect({**INDEXES, **TURN_INDEXES})
                 break
             except Unavailable as exc:
                 attempt += 1
@@ -156,6 +179,7 @@ class ReasoningApp(ServiceApp):
                     log.warning("waiting for mongodb", extra={"attempt": attempt, "error": str(exc)[:200]})
                 await asyncio.sleep(self.settings.mongo_retry_seconds)
         self._store = MasteryStore(self._mongo.db)
+        self._turns = TurnStore(self._mongo.db, ttl_seconds=self.settings.chain_ttl_seconds, clock=self._turn_clock)
         self._mongo_connected = True
         await tables
 

@@ -70,6 +70,23 @@ class ReasoningSettings:
     max_parallelism: int = env(
         "REASONING_MAX_PARALLELISM", 16, "Most concurrent router calls one search may make.", minimum=1, maximum=64
     )
+    controller_config_file: str = env(
+        "REASONING_CONTROLLER_CONFIG_FILE",
+        "",
+        "Metacognitive controller YAML: threshold, emotion and outcome adjustments, limits (empty = packaged `controller.yaml`).",
+    )
+    chain_ttl_seconds: int = env(
+        "REASONING_CHAIN_TTL_SECONDS",
+        2592000,
+        "How long stored turns (decision and reasoning chain) are kept (TTL index; default 30 days).",
+        minimum=1,
+    )
+    chain_max_nodes: int = env(
+        "REASONING_CHAIN_MAX_NODES", 200, "Most tree nodes stored per chain (the best path is always kept).", minimum=1
+    )
+    chain_max_chars: int = env(
+        "REASONING_CHAIN_MAX_CHARS", 2000, "Longest step text stored in a chain (longer ones are cut).", minimum=16
+    )
     mongo_retry_seconds: float = env(
         "REASONING_MONGO_RETRY_SECONDS",
         1.0,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from masterx.common.v1 import common_pb2
 from masterx.reasoning.v1 import reasoning_pb2
 from services.reasoning.budget.allocator import Budget, BudgetRequest
+from services.reasoning.controller import Decision
 from services.reasoning.mcts.engine import Node, SearchResult
 from services.reasoning.mcts.prompts import StudentState
 from services.reasoning.practice.explain import SkillNote, StepView
@@ -40,6 +43,14 @@ PART_TYPES = {
 }
 PURPOSE_IDS = {v: k for k, v in PURPOSES.items()}
 PART_TYPE_IDS = {v: k for k, v in PART_TYPES.items()}
+
+
+def learning_state(emotion: common_pb2.EmotionResult) -> str:
+    return _LEARNING_STATES.get(emotion.learning_state, "neutral")
+
+
+def readiness(emotion: common_pb2.EmotionResult) -> str:
+    return _READINESS.get(emotion.readiness.level, "")
 
 
 def student_state(emotion: common_pb2.EmotionResult) -> StudentState:
@@ -119,6 +130,8 @@ def result(res: SearchResult, return_tree: bool) -> reasoning_pb2.ReasonResult:
             wall_ms=res.wall_ms,
             generations=usage.calls,
             failed_generations=usage.failed_calls,
+            widenings=res.widenings,
+            merged_samples=res.merged,
         ),
         stop_reason=res.stop_reason,
         answer_votes=res.votes,
@@ -206,3 +219,110 @@ def mastery_msg(
             for r in records
         ],
     )
+
+
+def limits_msg(limits: Any) -> reasoning_pb2.SearchLimits:
+    """SearchLimits from a controller :class:`~services.reasoning.controller.Limits` or its stored dict."""
+    get = limits.get if isinstance(limits, dict) else lambda k, d=0: getattr(limits, k, d)
+    return reasoning_pb2.SearchLimits(
+        max_iterations=int(get("max_iterations", 0)),
+        max_width=int(get("max_width", 0)),
+        max_widenings=int(get("max_widenings", 0)),
+        max_wall_ms=int(get("max_wall_ms", 0)),
+    )
+
+
+def decision_msg(decision: Decision, recent_turns: int) -> reasoning_pb2.ThinkingDecision:
+    return reasoning_pb2.ThinkingDecision(
+        deep_thinking=decision.deep_thinking,
+        source=str(decision.source),
+        limits=limits_msg(decision.limits),
+        reasons=[reasoning_pb2.DecisionReason(code=r.code, detail=r.detail) for r in decision.reasons],
+        complexity=decision.complexity,
+        score=decision.score,
+        threshold=decision.threshold,
+        recent_turns=recent_turns,
+    )
+
+
+def _stored_step(doc: dict[str, Any]) -> reasoning_pb2.ReasoningStep:
+    msg = reasoning_pb2.ReasoningStep(
+        node_id=str(doc["id"]),
+        depth=int(doc["depth"]),
+        content=str(doc["content"]),
+        value=float(doc["value"]),
+        visits=int(doc["visits"]),
+        terminal=doc.get("answer") is not None,
+        answer=doc.get("answer") or "",
+        reward=float(doc["reward"]),
+        reward_source=str(doc.get("source", "")),
+        prior=float(doc.get("prior", 0.0)),
+    )
+    if doc.get("parent") is not None:
+        msg.parent_id = str(doc["parent"])
+    msg.strategy = int(doc.get("strategy", 0))  # type: ignore[assignment]
+    return msg
+
+
+def turn_reasoning(doc: dict[str, Any]) -> reasoning_pb2.TurnReasoning:
+    """A stored turn document (see ``services/reasoning/turns.py``) as the RPC's answer."""
+    out = reasoning_pb2.TurnReasoning(
+        turn_id=doc["turn_id"],
+        session_id=doc.get("session_id", ""),
+        user_id=doc.get("user_id", ""),
+        created_at=float(doc.get("created_at", 0.0)),
+        expires_at=float(doc.get("expires_at", 0.0)),
+    )
+    dec = doc.get("decision")
+    if isinstance(dec, dict):
+        out.decision.CopyFrom(
+            reasoning_pb2.ThinkingDecision(
+                deep_thinking=bool(dec["deep_thinking"]),
+                source=str(dec["source"]),
+                limits=limits_msg(dec.get("limits", {})),
+                reasons=[reasoning_pb2.DecisionReason(code=r["code"], detail=r["detail"]) for r in dec["reasons"]],
+                complexity=float(dec["complexity"]),
+                score=float(dec["score"]),
+                threshold=float(dec["threshold"]),
+            )
+        )
+    chain = doc.get("result")
+    if isinstance(chain, dict):
+        out.has_result = True
+        out.truncated = bool(chain.get("truncated", False))
+        nodes = {n["id"]: n for n in chain["nodes"]}
+        tokens = common_pb2.TokenUsage(
+            input_tokens=int(chain["input_tokens"]),
+            output_tokens=int(chain["output_tokens"]),
+            total_tokens=int(chain["input_tokens"]) + int(chain["output_tokens"]),
+            estimated=bool(chain.get("estimated", False)),
+        )
+        out.result.CopyFrom(
+            reasoning_pb2.ReasonResult(
+                answer=chain["answer"],
+                confidence=float(chain["confidence"]),
+                path=[_stored_step(nodes[i]) for i in chain["path"] if i in nodes],
+                usage=common_pb2.Usage(
+                    tokens=tokens,
+                    cost_usd=float(chain["cost_usd"]),
+                    provider=chain.get("provider", ""),
+                    model=chain.get("model", ""),
+                ),
+                search=reasoning_pb2.SearchUsage(
+                    iterations=int(chain["iterations"]),
+                    nodes=int(chain["node_count"]),
+                    tokens=int(chain["output_tokens"]),
+                    cost_usd=float(chain["cost_usd"]),
+                    wall_ms=float(chain["wall_ms"]),
+                    generations=int(chain["calls"]),
+                    failed_generations=int(chain["failed_calls"]),
+                    widenings=int(chain.get("widenings", 0)),
+                    merged_samples=int(chain.get("merged", 0)),
+                ),
+                stop_reason=chain["stop_reason"],
+                tree=reasoning_pb2.SearchTree(nodes=[_stored_step(n) for n in chain["nodes"]]),
+                answer_votes={str(k): int(v) for k, v in chain.get("votes", [])},
+                stored=True,
+            )
+        )
+    return out

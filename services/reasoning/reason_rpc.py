@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +13,23 @@ import grpc
 
 from masterx.reasoning.v1 import reasoning_pb2
 from masterx.router.v1 import router_pb2_grpc
-from masterx_runtime.errors import FailedPrecondition, InvalidArgument
+from masterx_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.reasoning import convert
 from services.reasoning.config import ReasoningSettings
-from services.reasoning.mcts.engine import PathBy, ResultEvent, Search, SearchConfig, Selection, StrategyTables
+from services.reasoning.mcts.engine import (
+    PathBy,
+    ResultEvent,
+    Search,
+    SearchConfig,
+    SearchResult,
+    Selection,
+    StrategyTables,
+)
 from services.reasoning.mcts.generator import CompleterStepGenerator
 from services.reasoning.mcts.mathcheck import find_problem
 from services.reasoning.mcts.rewards import JudgeScorer, RewardMode, RewardModel, RewardSettings
 from services.reasoning.router_client import RouterCompleter
+from services.reasoning.turns import TurnStore, chain_document, check_turn_id
 
 log = logging.getLogger("masterx.reasoning.reason")
 
@@ -61,11 +70,13 @@ class ReasonHandler:
         router: router_pb2_grpc.RouterServiceStub,
         *,
         call_timeout: float,
+        turns: Callable[[], TurnStore | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.search = search
         self.router = router
         self.call_timeout = call_timeout
+        self.turns = turns
 
     def search_config(self, req: reasoning_pb2.ReasonRequest) -> SearchConfig:
         """Request limits over service defaults, validated against the caps."""
@@ -78,13 +89,20 @@ class ReasonHandler:
             "max_wall_ms",
             "parallelism",
             "step_max_tokens",
+            "max_widenings",
         ):
             if getattr(lim, name) < 0:
                 raise _bad(f"limits.{name} must not be negative", f"limits.{name}")
         iterations = lim.max_iterations or int(d["max_iterations"])
         depth = lim.max_depth or int(d["max_depth"])
         width = lim.max_width or int(d["max_width"])
-        for name, value in (("max_iterations", iterations), ("max_depth", depth), ("max_width", width)):
+        widenings = 0 if lim.disable_widening else lim.max_widenings or int(d.get("max_widenings", 0))
+        for name, value in (
+            ("max_iterations", iterations),
+            ("max_depth", depth),
+            ("max_width", width),
+            ("max_widenings", widenings),
+        ):
             if value > caps[name]:
                 raise _bad(f"limits.{name} {value} is above the maximum {caps[name]}", f"limits.{name}")
         if lim.max_cost_usd < 0 or not math.isfinite(lim.max_cost_usd):
@@ -122,6 +140,11 @@ class ReasonHandler:
             min_step_tokens=int(d["min_step_tokens"]),
             selection=Selection(req.selection),
             best_by=PathBy(req.best_path_by),
+            max_widenings=widenings,
+            failed_below=float(d.get("failed_below", 0.1)),
+            step_temperature=s.step_temperature,
+            widen_temperature_step=float(d.get("widen_temperature_step", 0.2)),
+            max_temperature=float(d.get("max_temperature", 1.2)),
         )
 
     def reward_model(self, req: reasoning_pb2.ReasonRequest, completer: RouterCompleter) -> RewardModel:
@@ -151,6 +174,8 @@ class ReasonHandler:
             raise InvalidArgument(
                 f"query longer than {MAX_QUERY_CHARS} characters", reason="QUERY_TOO_LONG", field="query"
             )
+        if req.turn_id:
+            check_turn_id(req.turn_id)
         config = self.search_config(req)
         completer = RouterCompleter(
             self.router,
@@ -192,6 +217,22 @@ class ReasonHandler:
                         "confidence": round(res.confidence, 3),
                     },
                 )
-                yield reasoning_pb2.ReasonEvent(result=convert.result(res, req.return_tree))
+                out = convert.result(res, req.return_tree)
+                if req.turn_id:
+                    out.stored = await self._store(req, res)
+                yield reasoning_pb2.ReasonEvent(result=out)
             else:
                 yield reasoning_pb2.ReasonEvent(step=convert.step(event.node))
+
+    async def _store(self, req: reasoning_pb2.ReasonRequest, res: SearchResult) -> bool:
+        """Store the chain for its turn; a MongoDB failure is logged, never fails the answer."""
+        store = self.turns()
+        if store is None:
+            return False
+        chain = chain_document(res, max_nodes=self.settings.chain_max_nodes, max_chars=self.settings.chain_max_chars)
+        try:
+            await store.store_chain(req.turn_id, session_id=req.session_id, user_id=req.user_id, chain=chain)
+        except Unavailable as exc:
+            log.warning("reasoning chain not stored", extra={"turn_id": req.turn_id, "error": str(exc)[:200]})
+            return False
+        return True

@@ -100,6 +100,9 @@ def test_claims_inside_steps_are_recomputed() -> None:
         ("Guess. Final answer: blue", "blue"),
         ("We are not at the final answer yet.", None),
         ("Next, subtract 3.", None),
+        ("The result is 10/8.\nThe answer is 3/4.", "3/4"),
+        ("Answer: x = 5", "x = 5"),
+        ("The answer is not obvious yet.", None),
     ],
 )
 def test_terminal_detection(step: str, answer: str | None) -> None:
@@ -187,3 +190,19 @@ async def test_step_prompt_carries_previous_steps_strategy_and_emotion() -> None
     assert "last step allowed" in user
     plain = step_messages("q", (), Strategy.CAUSAL, 1, 5, StudentState())[-1][1]
     assert "Steps so far: none yet." in plain and "student is" not in plain and "last step" not in plain
+
+
+def test_an_answer_must_be_a_plain_number_not_the_question_restated() -> None:
+    problem = find_problem("What is 6 + 5 * 4?")
+    assert problem is not None
+    assert problem.check("26") and problem.check("52/2") and problem.check("x = 26")
+    assert not problem.check("6 + 5 * 4") and not problem.check("20 + 6")
+    negative = find_problem("What is 4/9 - 7/8?")
+    assert negative is not None and negative.check("-31/72") and negative.check("-0.43")
+
+
+def test_percentages_are_checkable() -> None:
+    problem = find_problem("What is 15% of 80?")
+    assert problem is not None and problem.value == 12
+    both = find_problem("What is 12.5% of 64 + 30% of 50?")
+    assert both is not None and both.value == 23 and both.check("23")

@@ -304,3 +304,22 @@ def test_command_line_server_with_config_file(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(5)
     assert proc.returncode == 0
+
+
+async def test_scripted_correctness_is_right_with_the_given_probability(
+    srv: FakeLLMServer, http: httpx.AsyncClient
+) -> None:
+    rule = ReplyRule(
+        match="2 \\+ 2", reply="Final answer: 4", correct_probability=0.3, wrong_replies=["Final answer: 5"]
+    )
+    srv.configure("coin", ProviderBehavior(rules=[rule], seed=7))
+    url = srv.base_url("coin") + "/chat/completions"
+    replies = []
+    for _ in range(200):
+        resp = await http.post(url, json={"model": "m", "messages": MSGS})
+        replies.append(resp.json()["choices"][0]["message"]["content"])
+    right = replies.count("Final answer: 4")
+    assert right + replies.count("Final answer: 5") == 200
+    assert 40 <= right <= 80  # 60 expected; +-3 standard deviations is 41-79
+    with pytest.raises(ValueError, match="wrong_replies"):
+        ReplyRule(match="x", reply="y", correct_probability=0.5)

@@ -265,6 +265,8 @@ class SearchLimits(_message.Message):
     EARLY_STOP_SHARE_FIELD_NUMBER: _builtins.int
     STEP_MAX_TOKENS_FIELD_NUMBER: _builtins.int
     DISABLE_EARLY_STOP_FIELD_NUMBER: _builtins.int
+    MAX_WIDENINGS_FIELD_NUMBER: _builtins.int
+    DISABLE_WIDENING_FIELD_NUMBER: _builtins.int
     max_iterations: _builtins.int
     """MCTS iterations (default 16, max 1000)."""
     max_depth: _builtins.int
@@ -289,6 +291,12 @@ class SearchLimits(_message.Message):
     """Output tokens one step may use (0 = service default, REASONING_STEP_MAX_TOKENS)."""
     disable_early_stop: _builtins.bool
     """Never stop early (neither on a verified answer nor on the vote share): run to the limits."""
+    max_widenings: _builtins.int
+    """Widening retries per node whose children all failed (proved-wrong answers, dead ends):
+    the node is expanded again with new samples (0 = default from search.yaml, max 32).
+    """
+    disable_widening: _builtins.bool
+    """Never widen: a node whose children all failed is closed (the search may end `exhausted`)."""
     def __init__(
         self,
         *,
@@ -303,10 +311,12 @@ class SearchLimits(_message.Message):
         early_stop_share: _builtins.float = ...,
         step_max_tokens: _builtins.int = ...,
         disable_early_stop: _builtins.bool = ...,
+        max_widenings: _builtins.int = ...,
+        disable_widening: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disable_early_stop", b"disable_early_stop", "early_stop_share", b"early_stop_share", "exploration_weight", b"exploration_weight", "max_cost_usd", b"max_cost_usd", "max_depth", b"max_depth", "max_iterations", b"max_iterations", "max_tokens", b"max_tokens", "max_wall_ms", b"max_wall_ms", "max_width", b"max_width", "parallelism", b"parallelism", "step_max_tokens", b"step_max_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disable_early_stop", b"disable_early_stop", "disable_widening", b"disable_widening", "early_stop_share", b"early_stop_share", "exploration_weight", b"exploration_weight", "max_cost_usd", b"max_cost_usd", "max_depth", b"max_depth", "max_iterations", b"max_iterations", "max_tokens", b"max_tokens", "max_wall_ms", b"max_wall_ms", "max_widenings", b"max_widenings", "max_width", b"max_width", "parallelism", b"parallelism", "step_max_tokens", b"step_max_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,6 +339,7 @@ class ReasonRequest(_message.Message):
     PINNED_PROVIDER_FIELD_NUMBER: _builtins.int
     SELECTION_FIELD_NUMBER: _builtins.int
     BEST_PATH_BY_FIELD_NUMBER: _builtins.int
+    TURN_ID_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """The question to think about (required)."""
     user_id: _builtins.str
@@ -349,6 +360,11 @@ class ReasonRequest(_message.Message):
     """Selection rule (default AUTO)."""
     best_path_by: Global___BestPathBy.ValueType
     """Best answer/path rule (default VISITS)."""
+    turn_id: _builtins.str
+    """The chat turn this search belongs to (the gateway's turn id, 1-128 characters of
+    [A-Za-z0-9_.:-]); when set, the chain is stored in MongoDB under it (bounded size,
+    expires after REASONING_CHAIN_TTL_SECONDS) and GetTurnReasoning returns it.
+    """
     @_builtins.property
     def emotion(self) -> _common_pb2.EmotionResult:
         """Student's emotional state; shapes the step prompts."""
@@ -377,10 +393,11 @@ class ReasonRequest(_message.Message):
         pinned_provider: _builtins.str = ...,
         selection: Global___Selection.ValueType = ...,
         best_path_by: Global___BestPathBy.ValueType = ...,
+        turn_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "emotion", b"emotion", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_path_by", b"best_path_by", "budget", b"budget", "category", b"category", "emotion", b"emotion", "limits", b"limits", "pinned_provider", b"pinned_provider", "query", b"query", "return_tree", b"return_tree", "reward_model", b"reward_model", "seed", b"seed", "selection", b"selection", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["best_path_by", b"best_path_by", "budget", b"budget", "category", b"category", "emotion", b"emotion", "limits", b"limits", "pinned_provider", b"pinned_provider", "query", b"query", "return_tree", b"return_tree", "reward_model", b"reward_model", "seed", b"seed", "selection", b"selection", "session_id", b"session_id", "turn_id", b"turn_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -487,6 +504,8 @@ class SearchUsage(_message.Message):
     WALL_MS_FIELD_NUMBER: _builtins.int
     GENERATIONS_FIELD_NUMBER: _builtins.int
     FAILED_GENERATIONS_FIELD_NUMBER: _builtins.int
+    WIDENINGS_FIELD_NUMBER: _builtins.int
+    MERGED_SAMPLES_FIELD_NUMBER: _builtins.int
     iterations: _builtins.int
     """MCTS iterations run (each selects a leaf, then expands or revisits it)."""
     nodes: _builtins.int
@@ -501,6 +520,10 @@ class SearchUsage(_message.Message):
     """Provider calls made."""
     failed_generations: _builtins.int
     """Router calls that failed (the search continued without them)."""
+    widenings: _builtins.int
+    """Widening expansions: re-expansions of nodes whose children had all failed."""
+    merged_samples: _builtins.int
+    """New samples merged into an identical existing child (same final answer or text)."""
     def __init__(
         self,
         *,
@@ -511,10 +534,12 @@ class SearchUsage(_message.Message):
         wall_ms: _builtins.float = ...,
         generations: _builtins.int = ...,
         failed_generations: _builtins.int = ...,
+        widenings: _builtins.int = ...,
+        merged_samples: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "failed_generations", b"failed_generations", "generations", b"generations", "iterations", b"iterations", "nodes", b"nodes", "tokens", b"tokens", "wall_ms", b"wall_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "failed_generations", b"failed_generations", "generations", b"generations", "iterations", b"iterations", "merged_samples", b"merged_samples", "nodes", b"nodes", "tokens", b"tokens", "wall_ms", b"wall_ms", "widenings", b"widenings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -552,6 +577,7 @@ class ReasonResult(_message.Message):
     STOP_REASON_FIELD_NUMBER: _builtins.int
     TREE_FIELD_NUMBER: _builtins.int
     ANSWER_VOTES_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
     answer: _builtins.str
     """Final answer (from the best terminal node, or the best partial path)."""
     confidence: _builtins.float
@@ -559,6 +585,10 @@ class ReasonResult(_message.Message):
     stop_reason: _builtins.str
     """Why the search stopped: "early_stop", "iterations", "tokens", "cost", "wall_time",
     "exhausted", "deadline".
+    """
+    stored: _builtins.bool
+    """True when the chain was stored for the request's `turn_id` (false without one, or when
+    MongoDB failed: the answer is still returned).
     """
     @_builtins.property
     def path(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningStep]:
@@ -591,10 +621,11 @@ class ReasonResult(_message.Message):
         stop_reason: _builtins.str = ...,
         tree: Global___SearchTree | None = ...,
         answer_votes: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        stored: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["search", b"search", "tree", b"tree", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "answer_votes", b"answer_votes", "confidence", b"confidence", "path", b"path", "search", b"search", "stop_reason", b"stop_reason", "tree", b"tree", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "answer_votes", b"answer_votes", "confidence", b"confidence", "path", b"path", "search", b"search", "stop_reason", b"stop_reason", "stored", b"stored", "tree", b"tree", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1190,3 +1221,229 @@ class StudentMastery(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StudentMastery: _TypeAlias = StudentMastery  # noqa: Y015
+
+@_typing.final
+class DecideThinkingRequest(_message.Message):
+    """Input of the metacognitive controller (DecideThinking)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    EMOTION_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    PROVIDER_COST_PER_1K_TOKENS_USD_FIELD_NUMBER: _builtins.int
+    DEEP_THINKING_FIELD_NUMBER: _builtins.int
+    FOLLOWS_ANSWER_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The student's message (required)."""
+    user_id: _builtins.str
+    """Student id."""
+    session_id: _builtins.str
+    """Chat session id: the session's recent stored turns are the controller's outcome history."""
+    turn_id: _builtins.str
+    """This turn's id (same rules as ReasonRequest.turn_id); when set the decision is recorded."""
+    provider_cost_per_1k_tokens_usd: _builtins.float
+    """Output price of the provider expected to answer, USD per 1000 tokens (0 = free or unknown)."""
+    deep_thinking: _builtins.bool
+    """The user's explicit choice (deep thinking on or off); when set it always wins."""
+    follows_answer: _builtins.bool
+    """The message replies to a tutor answer (the chat history ends with the assistant); used
+    when the session has no stored turns.
+    """
+    @_builtins.property
+    def emotion(self) -> _common_pb2.EmotionResult:
+        """The emotion service's result for the message (learning state and readiness are used)."""
+
+    @_builtins.property
+    def budget(self) -> _common_pb2.TokenBudget:
+        """AllocateBudget's result; its complexity is used when set, else the query is estimated."""
+
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        turn_id: _builtins.str = ...,
+        emotion: _common_pb2.EmotionResult | None = ...,
+        budget: _common_pb2.TokenBudget | None = ...,
+        provider_cost_per_1k_tokens_usd: _builtins.float = ...,
+        deep_thinking: _builtins.bool | None = ...,
+        follows_answer: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_deep_thinking", b"_deep_thinking", "budget", b"budget", "deep_thinking", b"deep_thinking", "emotion", b"emotion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_deep_thinking", b"_deep_thinking", "budget", b"budget", "deep_thinking", b"deep_thinking", "emotion", b"emotion", "follows_answer", b"follows_answer", "provider_cost_per_1k_tokens_usd", b"provider_cost_per_1k_tokens_usd", "query", b"query", "session_id", b"session_id", "turn_id", b"turn_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__deep_thinking: _TypeAlias = _typing.Literal["deep_thinking"]  # noqa: Y015
+    _WhichOneofArgType__deep_thinking: _TypeAlias = _typing.Literal["_deep_thinking", b"_deep_thinking"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__deep_thinking) -> _WhichOneofReturnType__deep_thinking | None: ...
+
+Global___DecideThinkingRequest: _TypeAlias = DecideThinkingRequest  # noqa: Y015
+
+@_typing.final
+class DecisionReason(_message.Message):
+    """One reason behind a thinking decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Machine-readable code, e.g. "complexity", "emotion:frustrated", "after_struggle",
+    "provider_cost", "readiness:low", "user_choice", "decision".
+    """
+    detail: _builtins.str
+    """Readable explanation with the numbers used."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "detail", b"detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionReason: _TypeAlias = DecisionReason  # noqa: Y015
+
+@_typing.final
+class ThinkingDecision(_message.Message):
+    """The controller's decision for one message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEEP_THINKING_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    RECENT_TURNS_FIELD_NUMBER: _builtins.int
+    deep_thinking: _builtins.bool
+    """True = run the MCTS search before answering."""
+    source: _builtins.str
+    """"user" (the explicit choice won) or "controller"."""
+    complexity: _builtins.float
+    """Complexity estimate in [0, 1] the decision started from."""
+    score: _builtins.float
+    """Complexity after the emotion and outcome adjustments (compared with `threshold`)."""
+    threshold: _builtins.float
+    """Score needed to think (after the provider-cost adjustment)."""
+    recent_turns: _builtins.int
+    """Stored turns of the session that were consulted."""
+    @_builtins.property
+    def limits(self) -> Global___SearchLimits:
+        """Limits to pass to Reason when thinking (zero fields = the service defaults)."""
+
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionReason]:
+        """Every factor that shaped the decision, in order of application."""
+
+    def __init__(
+        self,
+        *,
+        deep_thinking: _builtins.bool = ...,
+        source: _builtins.str = ...,
+        limits: Global___SearchLimits | None = ...,
+        reasons: _abc.Iterable[Global___DecisionReason] | None = ...,
+        complexity: _builtins.float = ...,
+        score: _builtins.float = ...,
+        threshold: _builtins.float = ...,
+        recent_turns: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complexity", b"complexity", "deep_thinking", b"deep_thinking", "limits", b"limits", "reasons", b"reasons", "recent_turns", b"recent_turns", "score", b"score", "source", b"source", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThinkingDecision: _TypeAlias = ThinkingDecision  # noqa: Y015
+
+@_typing.final
+class GetTurnReasoningRequest(_message.Message):
+    """Which turn's reasoning to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn id given to DecideThinking / Reason (required)."""
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["turn_id", b"turn_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTurnReasoningRequest: _TypeAlias = GetTurnReasoningRequest  # noqa: Y015
+
+@_typing.final
+class TurnReasoning(_message.Message):
+    """What was stored for one turn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    HAS_RESULT_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    turn_id: _builtins.str
+    """The turn id."""
+    session_id: _builtins.str
+    """Chat session id of the turn."""
+    user_id: _builtins.str
+    """Student id of the turn."""
+    created_at: _builtins.float
+    """When the turn was first recorded, Unix seconds."""
+    expires_at: _builtins.float
+    """When the record expires (is no longer returned and is deleted by the TTL index), Unix seconds."""
+    has_result: _builtins.bool
+    """True when a search ran and its chain is in `result`."""
+    truncated: _builtins.bool
+    """True when the tree was cut to the bound or step texts were shortened."""
+    @_builtins.property
+    def decision(self) -> Global___ThinkingDecision:
+        """The controller's decision, when DecideThinking recorded one for this turn."""
+
+    @_builtins.property
+    def result(self) -> Global___ReasonResult:
+        """The stored search: answer, confidence, best path, usage, stop reason and the tree (bounded
+        to REASONING_CHAIN_MAX_NODES nodes; the best path is always kept).
+        """
+
+    def __init__(
+        self,
+        *,
+        turn_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        created_at: _builtins.float = ...,
+        expires_at: _builtins.float = ...,
+        decision: Global___ThinkingDecision | None = ...,
+        has_result: _builtins.bool = ...,
+        result: Global___ReasonResult | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "decision", b"decision", "expires_at", b"expires_at", "has_result", b"has_result", "result", b"result", "session_id", b"session_id", "truncated", b"truncated", "turn_id", b"turn_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnReasoning: _TypeAlias = TurnReasoning  # noqa: Y015

@@ -71,6 +71,16 @@ class ReasoningServiceStub:
                 request_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetMasteryRequest.SerializeToString,
                 response_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.StudentMastery.FromString,
                 _registered_method=True)
+        self.DecideThinking = channel.unary_unary(
+                '/masterx.reasoning.v1.ReasoningService/DecideThinking',
+                request_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.DecideThinkingRequest.SerializeToString,
+                response_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.ThinkingDecision.FromString,
+                _registered_method=True)
+        self.GetTurnReasoning = channel.unary_unary(
+                '/masterx.reasoning.v1.ReasoningService/GetTurnReasoning',
+                request_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetTurnReasoningRequest.SerializeToString,
+                response_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.TurnReasoning.FromString,
+                _registered_method=True)
 
 
 class ReasoningServiceServicer:
@@ -126,6 +136,23 @@ class ReasoningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideThinking(self, request, context):
+        """The metacognitive controller: whether (and with what limits) to think deeply about a
+        message, from its complexity, the student's emotion and readiness, the session's recent
+        outcomes and the provider's cost; the user's explicit choice wins. Records the decision
+        for `turn_id` so later turns of the session can learn from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTurnReasoning(self, request, context):
+        """The stored reasoning chain (and decision) of an earlier turn; NOT_FOUND when unknown or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReasoningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +190,16 @@ def add_ReasoningServiceServicer_to_server(servicer, server):
                     servicer.GetMastery,
                     request_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetMasteryRequest.FromString,
                     response_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.StudentMastery.SerializeToString,
+            ),
+            'DecideThinking': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideThinking,
+                    request_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.DecideThinkingRequest.FromString,
+                    response_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.ThinkingDecision.SerializeToString,
+            ),
+            'GetTurnReasoning': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTurnReasoning,
+                    request_deserializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetTurnReasoningRequest.FromString,
+                    response_serializer=masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.TurnReasoning.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +392,60 @@ class ReasoningService:
             '/masterx.reasoning.v1.ReasoningService/GetMastery',
             masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetMasteryRequest.SerializeToString,
             masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.StudentMastery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideThinking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/masterx.reasoning.v1.ReasoningService/DecideThinking',
+            masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.DecideThinkingRequest.SerializeToString,
+            masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.ThinkingDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTurnReasoning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/masterx.reasoning.v1.ReasoningService/GetTurnReasoning',
+            masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.GetTurnReasoningRequest.SerializeToString,
+            masterx_dot_reasoning_dot_v1_dot_reasoning__pb2.TurnReasoning.FromString,
             options,
             channel_credentials,
             insecure,

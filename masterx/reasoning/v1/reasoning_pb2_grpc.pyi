@@ -60,6 +60,14 @@ class ReasoningServiceStub:
     """Set a student's mastery of skills."""
     GetMastery: _grpc.UnaryUnaryMultiCallable[_reasoning_pb2.GetMasteryRequest, _reasoning_pb2.StudentMastery]
     """A student's stored mastery."""
+    DecideThinking: _grpc.UnaryUnaryMultiCallable[_reasoning_pb2.DecideThinkingRequest, _reasoning_pb2.ThinkingDecision]
+    """The metacognitive controller: whether (and with what limits) to think deeply about a
+    message, from its complexity, the student's emotion and readiness, the session's recent
+    outcomes and the provider's cost; the user's explicit choice wins. Records the decision
+    for `turn_id` so later turns of the session can learn from it.
+    """
+    GetTurnReasoning: _grpc.UnaryUnaryMultiCallable[_reasoning_pb2.GetTurnReasoningRequest, _reasoning_pb2.TurnReasoning]
+    """The stored reasoning chain (and decision) of an earlier turn; NOT_FOUND when unknown or expired."""
 
 @_typing.type_check_only
 class ReasoningServiceAsyncStub(ReasoningServiceStub):
@@ -80,6 +88,14 @@ class ReasoningServiceAsyncStub(ReasoningServiceStub):
     """Set a student's mastery of skills."""
     GetMastery: _aio.UnaryUnaryMultiCallable[_reasoning_pb2.GetMasteryRequest, _reasoning_pb2.StudentMastery]  # type: ignore[assignment]
     """A student's stored mastery."""
+    DecideThinking: _aio.UnaryUnaryMultiCallable[_reasoning_pb2.DecideThinkingRequest, _reasoning_pb2.ThinkingDecision]  # type: ignore[assignment]
+    """The metacognitive controller: whether (and with what limits) to think deeply about a
+    message, from its complexity, the student's emotion and readiness, the session's recent
+    outcomes and the provider's cost; the user's explicit choice wins. Records the decision
+    for `turn_id` so later turns of the session can learn from it.
+    """
+    GetTurnReasoning: _aio.UnaryUnaryMultiCallable[_reasoning_pb2.GetTurnReasoningRequest, _reasoning_pb2.TurnReasoning]  # type: ignore[assignment]
+    """The stored reasoning chain (and decision) of an earlier turn; NOT_FOUND when unknown or expired."""
 
 class ReasoningServiceServicer(metaclass=_abc_1.ABCMeta):
     """Deep thinking, token budgets and mastery-aware practice problems."""
@@ -139,5 +155,25 @@ class ReasoningServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reasoning_pb2.StudentMastery, _abc.Awaitable[_reasoning_pb2.StudentMastery]]:
         """A student's stored mastery."""
+
+    @_abc_1.abstractmethod
+    def DecideThinking(
+        self,
+        request: _reasoning_pb2.DecideThinkingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reasoning_pb2.ThinkingDecision, _abc.Awaitable[_reasoning_pb2.ThinkingDecision]]:
+        """The metacognitive controller: whether (and with what limits) to think deeply about a
+        message, from its complexity, the student's emotion and readiness, the session's recent
+        outcomes and the provider's cost; the user's explicit choice wins. Records the decision
+        for `turn_id` so later turns of the session can learn from it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTurnReasoning(
+        self,
+        request: _reasoning_pb2.GetTurnReasoningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reasoning_pb2.TurnReasoning, _abc.Awaitable[_reasoning_pb2.TurnReasoning]]:
+        """The stored reasoning chain (and decision) of an earlier turn; NOT_FOUND when unknown or expired."""
 
 def add_ReasoningServiceServicer_to_server(servicer: ReasoningServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,12 +13,19 @@ _FINAL_RE = re.compile(
     re.IGNORECASE,
 )
 _BOXED_RE = re.compile(r"\\boxed\{(?P<answer>[^{}]+)\}")
+# Weaker models skip the marker: "The answer is 3/4.", "Answer: x = 5" (a number must follow).
+_ANSWER_IS_RE = re.compile(
+    r"\banswer\s*(?::|\bis\b)[*_\s]*(?P<answer>(?:[A-Za-z]\s*=\s*)?[-+$(]?\s*\.?\d[^\n]*)",
+    re.IGNORECASE,
+)
 _TRIM = " \t*_`'\"$.。!"
 
 
 def extract_final_answer(step: str) -> str | None:
-    """The answer a step states as final, or None when the step is not terminal."""
-    m = _FINAL_RE.search(step) or _BOXED_RE.search(step)
+    """The answer a step states as final, or None when the step is not terminal: ``Final answer:
+    ...`` (or ``The final answer is ...``), ``\\boxed{...}``, else ``The answer is <number>`` /
+    ``Answer: <number>`` (what small models write instead)."""
+    m = _FINAL_RE.search(step) or _BOXED_RE.search(step) or _ANSWER_IS_RE.search(step)
     if m is None:
         return None
     answer = m.group("answer").strip().strip(_TRIM).strip()

@@ -11,6 +11,16 @@ are integrated in selection order, so the tree depends only on the seed and on t
 never on which call finished first. The search stops on the first of: iteration, token, cost,
 wall-time or deadline limits, an exhausted tree, or early stop (a verified-correct answer, or
 one answer holding ``early_stop_share`` of the votes).
+
+*Progressive widening*: a child *fails* when it is a final answer scored below
+``failed_below`` (proved wrong), a dead end at the depth limit, or a node whose own children
+all failed and that cannot be widened any more. A node whose children all failed is *widened*:
+expanded again (up to ``max_widenings`` times) with new samples - the next strategies in its
+order, a temperature raised by ``widen_temperature_step`` per retry (capped at
+``max_temperature``), and the answers already rejected below it named in the prompt. A new
+sample identical to an existing child (same final answer, or same text) is merged into it (one
+more vote, no new node). Failed children are never selected again. The tree is ``exhausted``
+only when no leaf is open and no node can be widened.
 """
 
 from __future__ import annotations
@@ -71,6 +81,17 @@ class SearchConfig:
     min_step_tokens: int = 16
     selection: Selection = Selection.AUTO
     best_by: PathBy = PathBy.VISITS
+    max_widenings: int = 0  # re-expansions of a node whose children all failed (0 = no widening)
+    failed_below: float = 0.1  # a final answer scored below this has failed (see module docstring)
+    step_temperature: float = 0.7  # temperature of first samples (the generator's own default)
+    widen_temperature_step: float = 0.2  # added per widening retry
+    max_temperature: float = 1.2
+
+    def widen_temperature(self, attempt: int) -> float | None:
+        """Sampling temperature of widening retry ``attempt`` (None for the first expansion)."""
+        if attempt <= 0:
+            return None
+        return min(self.max_temperature, self.step_temperature + attempt * self.widen_temperature_step)
 
     @property
     def concurrency(self) -> int:
@@ -98,6 +119,7 @@ class Node:
         "value_sum",
         "visits",
         "vloss",
+        "widenings",
     )
 
     def __init__(self, index: int, parent: Node | None, depth: int, strategy: Strategy | None, text: str) -> None:
@@ -117,7 +139,8 @@ class Node:
         self.canonical: str | None = None
         self.expanded = False
         self.pending = False
-        self.closed = False  # expanded but no child could be generated
+        self.closed = False  # failed: never selected again (see the module docstring)
+        self.widenings = 0  # widening retries made below this node
 
     @property
     def value(self) -> float:
@@ -188,6 +211,8 @@ class SearchResult:
     wall_ms: float
     stop_reason: str
     problem: CheckableProblem | None
+    widenings: int = 0  # widening expansions (re-expansions of nodes whose children all failed)
+    merged: int = 0  # samples merged into an identical existing child instead of a new node
 
 
 @dataclass
@@ -250,6 +275,8 @@ class Search:
         self._c = config.exploration_weight
         self._judge_tokens = reward_model.settings.judge_max_tokens if reward_model.uses_judge else 0
         self._failed_rounds = 0
+        self.widenings = 0
+        self.merged = 0
 
     # --- public -------------------------------------------------------------------------
 
@@ -283,7 +310,7 @@ class Search:
             raise _Stop(self._deadline_reason)
         if self.iterations >= self.cfg.max_iterations:
             raise _Stop("iterations")
-        if self.open_leaves == 0:
+        if self.open_leaves == 0 and not self._widenable_exists():
             raise _Stop("exhausted")
         if self.cfg.max_tokens and self.usage.output_tokens >= self.cfg.max_tokens:
             raise _Stop("tokens")
@@ -311,7 +338,7 @@ class Search:
         """Select leaves (revisiting terminals on the way), expand them in parallel, back up."""
         cfg = self.cfg
         leaves_wanted = max(1, cfg.concurrency // cfg.max_width)
-        plan: list[tuple[Node, int]] = []
+        plan: list[tuple[Node, int, int]] = []
         planned_children = 0
         try:
             while len(plan) < leaves_wanted and self.iterations < cfg.max_iterations:
@@ -332,12 +359,17 @@ class Search:
                         break
                     raise _Stop(binding)
                 self.iterations += 1
+                attempt = 0
+                if leaf.expanded:  # a node whose children all failed: widen it
+                    leaf.widenings += 1
+                    self.widenings += 1
+                    attempt = leaf.widenings
                 leaf.pending = True
                 self._apply_vloss(leaf, 1)
-                plan.append((leaf, width))
+                plan.append((leaf, width, attempt))
                 planned_children += width
         finally:
-            for leaf, _ in plan:
+            for leaf, _, _ in plan:
                 self._apply_vloss(leaf, -1)
         if plan:
             await self._expand(plan, planned_children)
@@ -376,13 +408,40 @@ class Search:
                 if score > best_score:
                     best_score = score
                     best = child
-            if best is None:
-                node.closed = True  # every child failed: never come back here
+            if best is None:  # every child failed (or none could be generated)
+                if self._can_widen(node):
+                    return node
+                node.closed = True  # never come back here
                 if node.parent is None:
                     return None
                 node = self.root
                 continue
             node = best
+
+    def _can_widen(self, node: Node) -> bool:
+        return (
+            node.widenings < self.cfg.max_widenings
+            and node.answer is None
+            and node.depth < self.cfg.max_depth
+            and not node.closed
+        )
+
+    def _widenable_exists(self) -> bool:
+        """Whether some node could still be widened: bottom-up over the tree (children are
+        created after their parents), a node is dead when it failed, or when it is expanded,
+        every child is dead and it has no widening left."""
+        dead = [False] * len(self.nodes)
+        for node in reversed(self.nodes):
+            if node.closed:
+                dead[node.index] = True
+                continue
+            if node.answer is not None or not node.expanded or node.pending:
+                continue
+            if all(dead[k.index] for k in node.children):
+                if self._can_widen(node):
+                    return True
+                dead[node.index] = True
+        return False
 
     def _apply_vloss(self, leaf: Node, delta: int) -> None:
         node: Node | None = leaf
@@ -415,24 +474,36 @@ class Search:
         total = sum(self.votes.values())
         if total < cfg.min_votes:
             return False
-        return max(self.votes.values()) / total >= cfg.early_stop_share
+        # only an answer that can win (not proved wrong) stops the search by its vote share
+        floor = cfg.min_answer_value
+        top = max((v for a, v in self.votes.items() if self.mass[a] / v >= floor), default=0)
+        return top / total >= cfg.early_stop_share
 
     # --- expansion ------------------------------------------------------------------------------
 
-    def _strategies(self, leaf: Node, width: int) -> list[tuple[Strategy, int]]:
+    def _strategies(self, leaf: Node, width: int, attempt: int = 0) -> list[tuple[Strategy, int]]:
+        """The leaf's seeded strategy order; a widening retry continues where the last one stopped."""
         order = order_for(self.kind, self.tables.preferred, random.Random(self.seed * 1_000_003 + leaf.index))
-        return [(order[i % len(order)], i // len(order)) for i in range(width)]
+        offset = attempt * self.cfg.max_width
+        return [(order[i % len(order)], i // len(order)) for i in range(offset, offset + width)]
 
-    async def _expand(self, plan: list[tuple[Node, int]], planned_children: int) -> None:
+    @staticmethod
+    def _merge_key(answer_key: str | None, text: str) -> tuple[str, str]:
+        if answer_key is not None:
+            return ("answer", answer_key)
+        return ("text", " ".join(text.lower().split()))
+
+    async def _expand(self, plan: list[tuple[Node, int, int]], planned_children: int) -> None:
         cfg = self.cfg
         step_tokens = cfg.step_max_tokens
         if cfg.max_tokens:
             share = (cfg.max_tokens - self.usage.output_tokens) // planned_children - self._judge_tokens
             step_tokens = max(cfg.min_step_tokens, min(step_tokens, share))
         jobs: list[tuple[Node, Strategy, int, asyncio.Task[GeneratedStep]]] = []
-        for leaf, width in plan:
+        for leaf, width, attempt in plan:
             previous = tuple(n.text for n in leaf.path())
-            for strategy, variant in self._strategies(leaf, width):
+            rejected = tuple(dict.fromkeys(k.answer for k in leaf.children if k.closed and k.answer is not None))
+            for strategy, variant in self._strategies(leaf, width, attempt):
                 request = StepRequest(
                     self.query,
                     previous,
@@ -443,18 +514,22 @@ class Search:
                     step_tokens,
                     variant,
                     self._deadline,
+                    attempt,
+                    cfg.widen_temperature(attempt),
+                    rejected,
                 )
-                jobs.append((leaf, strategy, variant, self._spawn(self._generate(request))))
+                jobs.append((leaf, strategy, attempt, self._spawn(self._generate(request))))
         await self._wait([job[3] for job in jobs])
 
         new_nodes: list[Node] = []
+        merged: list[Node] = []  # existing children that received an identical sample
         errors: list[BaseException] = []
         for leaf, _, _, _ in jobs:
+            leaf.pending = False
             if not leaf.expanded:
                 leaf.expanded = True
-                leaf.pending = False
                 self.open_leaves -= 1
-        for leaf, strategy, _, task in jobs:
+        for leaf, strategy, attempt, task in jobs:
             if not task.done() or task.cancelled():
                 continue
             exc = task.exception()
@@ -466,20 +541,26 @@ class Search:
                 continue
             step = task.result()
             self.usage.add(step.usage)
+            if attempt > 0:
+                twin = self._twin(leaf, step.text)
+                if twin is not None:
+                    self.merged += 1
+                    if twin.canonical is not None:
+                        self.answer_nodes[twin.canonical] = self.answer_nodes.get(twin.canonical, 0) + 1
+                    merged.append(twin)
+                    continue
             node = self._add_child(leaf, strategy, step)
             new_nodes.append(node)
-        for leaf, _ in plan:
+        for leaf, _, _ in plan:
             self._set_priors(leaf)
-            if not leaf.children:
-                leaf.closed = True
-        if not new_nodes and errors:
+        if not new_nodes and not merged and errors:
             first = errors[0]
             if len(self.nodes) == 1:  # nothing to show at all: report why
                 raise (first.cause if isinstance(first, GenerationError) and first.cause else first)
             self._failed_rounds += 1
             if self._failed_rounds >= 2:
                 raise _Stop("generation_failed")
-        elif new_nodes:
+        elif new_nodes or merged:
             self._failed_rounds = 0
         rewards = await self._score(new_nodes)
         for node, reward in zip(new_nodes, rewards, strict=True):
@@ -487,15 +568,31 @@ class Search:
                 self.usage.add(usage)
             node.reward = reward.value
             node.source = reward.source
-            if reward.source == "verifier" and node.answer is not None and reward.value >= 1.0:
-                self.verified = True
+            if node.answer is not None:
+                if reward.source == "verifier" and reward.value >= 1.0:
+                    self.verified = True
+                if reward.value < cfg.failed_below:
+                    node.closed = True  # proved wrong (or scored as good as): failed
+            elif node.depth >= cfg.max_depth:
+                node.closed = True  # a dead end: no final answer at the depth limit
             self._backup(node, reward.value)
+        for twin in merged:  # an identical sample is one more vote for its twin
+            self._backup(twin, twin.reward)
         if time.monotonic() >= self._deadline:
             raise _Stop(self._deadline_reason)
 
     async def _generate(self, request: StepRequest) -> GeneratedStep:
         async with self._semaphore:
             return await self.generator.generate(request)
+
+    def _twin(self, leaf: Node, text: str) -> Node | None:
+        """The child of ``leaf`` that a new sample ``text`` duplicates (same answer or text), if any."""
+        answer = extract_final_answer(text)
+        key = self._merge_key(canonical_answer(answer) if answer is not None else None, text)
+        for child in leaf.children:
+            if self._merge_key(child.canonical, child.text) == key:
+                return child
+        return None
 
     def _add_child(self, leaf: Node, strategy: Strategy, step: GeneratedStep) -> Node:
         node = Node(len(self.nodes), leaf, leaf.depth + 1, strategy, step.text)
@@ -653,4 +750,6 @@ class Search:
             wall_ms=wall_ms,
             stop_reason=reason,
             problem=self.problem,
+            widenings=self.widenings,
+            merged=self.merged,
         )

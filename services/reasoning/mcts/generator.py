@@ -38,6 +38,9 @@ class StepRequest:
     max_tokens: int  # output tokens this call may use
     variant: int  # >0 when a strategy repeats under one node (width > 6)
     deadline: float  # time.monotonic() by which the call must finish
+    attempt: int = 0  # 0 = first expansion of the node, n = its n-th widening retry
+    temperature: float | None = None  # sampling temperature (None = the generator's default)
+    rejected: tuple[str, ...] = ()  # final answers already rejected below this node (widening)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +93,19 @@ class CompleterStepGenerator:
 
     async def generate(self, request: StepRequest) -> GeneratedStep:
         messages = step_messages(
-            request.query, request.previous, request.strategy, request.step_number, request.max_depth, request.student
+            request.query,
+            request.previous,
+            request.strategy,
+            request.step_number,
+            request.max_depth,
+            request.student,
+            rejected=request.rejected,
         )
         done = await self.completer.complete(
             messages,
             purpose="reasoning",
             max_tokens=request.max_tokens,
             deadline=request.deadline,
-            temperature=self.temperature,
+            temperature=self.temperature if request.temperature is None else request.temperature,
         )
         return GeneratedStep(done.text.strip(), done.usage)

@@ -228,6 +228,36 @@ def parse_number(text: str) -> Fraction | None:
     return None
 
 
+def _plain(node: Node) -> bool:
+    """A number as written in an answer: ``5``, ``-2.5``, ``7/2``, ``-7/2`` (no other operators)."""
+    if node[0] == "num":
+        return True
+    if node[0] == "neg":
+        return node[1][0] != "neg" and _plain(node[1])
+    return node[0] == "/" and all(n[0] == "num" or (n[0] == "neg" and n[1][0] == "num") for n in node[1:])
+
+
+def answer_number(text: str) -> Fraction | None:
+    """Like :func:`parse_number`, but the first math in ``text`` must be a plain number: an answer
+    that restates the question (``6 + 5 * 4``) or an unfinished computation is not an answer."""
+    boxed = _BOXED_RE.search(text)
+    if boxed:
+        text = boxed.group(1)
+    text = _ASSIGN_RE.sub("", text.replace("$", "").replace(",", "").strip().rstrip(".").strip())
+    for span in _spans(text):
+        try:
+            node = parse(span)
+        except MathError:
+            continue
+        if variables(node) or not _plain(node):
+            return None
+        try:
+            return evaluate(node)
+        except MathError:
+            return None
+    return None
+
+
 def decimals_of(text: str) -> int:
     """Decimal places written in a numeric answer (0 for integers and fractions)."""
     m = re.search(r"\d\.(\d+)", text)
@@ -239,10 +269,17 @@ _LEADING_WORD_RE = re.compile(r"^[A-Za-z]\s+(?=[\d.A-Za-z(])")
 _TRAILING_WORD_RE = re.compile(r"(?<=[\d.)A-Za-z])\s+[A-Za-z]$")
 
 
+_PERCENT_OF_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*%\s*of\b\s*", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*%")
+
+
 def _spans(text: str) -> list[str]:
-    """Runs of math tokens in free text; ``3 x 4`` means times, and a lone letter separated by
-    a space at either end (``a 3 + 4``, ``= 4 a``) is prose, not a variable."""
+    """Runs of math tokens in free text; ``3 x 4`` means times, ``15% of 80`` means
+    ``(15/100) * 80`` (and ``15%`` alone ``(15/100)``), and a lone letter separated by a space at
+    either end (``a 3 + 4``, ``= 4 a``) is prose, not a variable."""
     text = _TIMES_X_RE.sub(" * ", text.translate(_NORMALISE))
+    if "%" in text:
+        text = _PERCENT_RE.sub(r"(\1/100)", _PERCENT_OF_RE.sub(r"(\1/100) * ", text))
     out = []
     for m in _SPAN_RE.finditer(text):
         span = _TRAILING_WORD_RE.sub("", _LEADING_WORD_RE.sub("", m.group(0).strip()))
@@ -269,12 +306,13 @@ class CheckableProblem:
         return "equation" if self.rhs is not None else "arithmetic"
 
     def check(self, answer: str) -> bool:
-        """True when ``answer`` is the expression's value or a root of the equation.
+        """True when ``answer`` is the expression's value or a root of the equation, stated as a
+        plain number (an expression such as the question itself is not accepted).
 
         A decimal answer is accepted when it is the true value correctly rounded to the places
         it shows (``0.333`` for 1/3); integers and fractions must be exact.
         """
-        numbers = [parse_number(part) for part in _split_answers(answer)]
+        numbers = [answer_number(part) for part in _split_answers(answer)]
         if not numbers or any(n is None for n in numbers):
             return False
         places = decimals_of(answer)

@@ -49,8 +49,13 @@ def step_messages(
     step_number: int,
     max_depth: int,
     student: StudentState,
+    *,
+    rejected: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
-    """(role, content) messages asking for step ``step_number`` (1-based) of at most ``max_depth``."""
+    """(role, content) messages asking for step ``step_number`` (1-based) of at most ``max_depth``.
+
+    ``rejected``: final answers already found wrong at this point (a widening retry names them
+    so the model tries something else)."""
     lines = [f"Question: {query}", ""]
     if previous:
         lines.append("Steps so far:")
@@ -64,6 +69,12 @@ def step_messages(
         lines.append(tone)
     if student.readiness in ("not_ready", "low"):
         lines.append("Readiness to learn is low right now: prefer the simplest correct route.")
+    if rejected:
+        lines.append(
+            "These answers were already checked here and are wrong: "
+            + "; ".join(rejected)
+            + ". Take a different approach and recompute carefully."
+        )
     lines.append(f"Write step {step_number} of at most {max_depth}.")
     if step_number >= max_depth:
         lines.append("This is the last step allowed: finish with `Final answer: <answer>`.")
