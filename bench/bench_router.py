@@ -4,7 +4,10 @@ Run: ``.venv/bin/python bench/bench_router.py`` (1-2 minutes on 2 cores). It sta
 Redis and secantusdb (``masterx_runtime.testing.servers``), the fake LLM server and the router
 service as separate processes, and prints a table. Targets (issue 4):
 
-* selection decision (classify + rank + decision, 10 providers): p99 <= 1 ms
+* selection decision (decision.decide, 10 providers, category probabilities given): p99 <= 1 ms
+* category for a direct call with no emotion result: p50 <= 6 ms (``--emotion-addr`` measures it
+  through a running emotion service; without it, the TF-IDF fallback)
+* session continuity over ``bench/data/router_conversations.yaml``: >= 95% of same-topic turns
 * breaker check: <= 20 us
 * session read + write against Redis on loopback: p99 <= 2 ms
 * router overhead over the provider's own latency at 200 concurrent streams: p50 <= 5 ms
@@ -27,23 +30,31 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis.asyncio as aioredis
+import yaml
 
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel, wait_until_serving
+from masterx_runtime.config import load
 from masterx_runtime.testing.benchstats import percentile
 from masterx_runtime.testing.servers import free_port, start_mongo, start_redis
 from services.router.app import breaker_config
 from services.router.breaker import BreakerBoard
+from services.router.category import CategoryDetector
 from services.router.classifier.model import CategoryClassifier
 from services.router.classifier.train import load_dataset
 from services.router.config import RouterSettings
+from services.router.decision import Inputs, ProviderView, decide
+from services.router.domain import RouteRequest
 from services.router.engine import Router
 from services.router.ledger import CostLedger, RateLimiter
+from services.router.policy import load_policy
+from services.router.priors import load_priors
 from services.router.providers.base import ProviderSpec
 from services.router.providers.http import make_http_client
 from services.router.providers.registry import build_provider
 from services.router.scores import ScoreBook
+from services.router.servicer import analyze_scores, route_request
 from services.router.sessions import SessionStore, advance, judge_topic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,65 +90,122 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def bench_decision(redis_url: str, mongo_db: Any, prompts: list[str]) -> list[str]:
-    """Router.plan() with 10 providers, no session: classifier + ranking + decision proto."""
-    cfg = RouterSettings()
-    specs = [
-        ProviderSpec(
-            name=f"p{i}",
-            kind="openai",
-            model=f"m{i}",
-            base_url="http://127.0.0.1:9/v1",
-            input_price_per_mtok=0.1 * (i + 1),
-            output_price_per_mtok=0.4 * (i + 1),
-            quality={"default": 40 + 5 * i, "coding": 90 - 4 * i},
-            speed=30 + 6 * i,
+def provider_specs() -> list[ProviderSpec]:
+    """Ten providers: five with published priors (priors.yaml), five from a providers file."""
+    models = ["gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-latest", "gemini-2.0-flash", "llama-3.1-8b-instant"]
+    specs = []
+    for i in range(10):
+        quality = {} if i < 5 else {"default": 40 + 5 * i, "coding": 90 - 4 * i}
+        specs.append(
+            ProviderSpec(
+                name=f"p{i}",
+                kind="openai",
+                model=models[i] if i < 5 else f"m{i}",
+                base_url="http://127.0.0.1:9/v1",
+                input_price_per_mtok=0.1 * (i + 1),
+                output_price_per_mtok=0.4 * (i + 1),
+                quality=quality,
+                speed=30 + 6 * i,
+            )
         )
-        for i in range(10)
-    ]
-    redis = aioredis.Redis.from_url(redis_url)
+    return specs
+
+
+async def make_router(redis: aioredis.Redis, mongo_db: Any, emotion_addr: str) -> tuple[Router, BreakerBoard, Any]:
+    cfg = load(RouterSettings, {"ROUTER_CATEGORY_EMOTION_ADDR": emotion_addr})
+    policy = load_policy()
+    specs = provider_specs()
     http = make_http_client()
     providers = {s.name: build_provider(s, http, {}) for s in specs}
     breakers = BreakerBoard(redis, providers, breaker_config(cfg), key_prefix="bench:")
     await breakers.start()
+    detector = CategoryDetector(
+        CategoryClassifier(),
+        emotion_addr=emotion_addr,
+        timeout_seconds=cfg.category_timeout_ms / 1000,
+        retry_seconds=cfg.category_retry_seconds,
+        convert=analyze_scores,
+    )
+    book = ScoreBook(specs, load_priors(), unknown_quality=policy.unknown_quality, default_speed=policy.default_speed)
     router = Router(
         cfg,
+        policy,
         providers,
         breakers=breakers,
         sessions=SessionStore(redis, key_prefix="bench:"),
-        book=ScoreBook(specs),
+        book=book,
         ledger=CostLedger(mongo_db, redis, key_prefix="bench:"),
         limiter=RateLimiter(redis, {}, key_prefix="bench:"),
-        classifier=CategoryClassifier(),
+        detector=detector,
     )
-    requests = [
-        router_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user", content=p)], cost_quality=0.6)
-        for p in prompts
-    ]
-    emotion = common_pb2.EmotionResult(learning_state=common_pb2.LEARNING_STATE_FRUSTRATED)
+    return router, breakers, http
+
+
+def chat_request(text: str, **fields: Any) -> RouteRequest:
+    return route_request(
+        router_pb2.GenerateRequest(messages=[common_pb2.ChatMessage(role="user", content=text)], **fields)
+    )
+
+
+async def bench_decision(redis_url: str, mongo_db: Any, prompts: list[str], emotion_addr: str) -> list[str]:
+    """The decision with 10 providers, the category of a direct call, breakers and sessions."""
+    redis = aioredis.Redis.from_url(redis_url)
+    router, breakers, http = await make_router(redis, mongo_db, emotion_addr)
+    rng = random.Random(7)
+
+    def probs() -> common_pb2.EmotionResult:
+        raw = [rng.random() ** 3 for _ in range(6)]
+        total = sum(raw)
+        cats = range(1, 7)
+        return common_pb2.EmotionResult(
+            category_scores=[
+                common_pb2.CategoryScore(category=c, probability=p / total)  # type: ignore[arg-type]
+                for c, p in zip(cats, raw, strict=True)
+            ],
+            followup_probability=rng.random() * 0.3,
+            learning_state=common_pb2.LEARNING_STATE_FRUSTRATED if rng.random() < 0.1 else 0,  # type: ignore[arg-type]
+        )
+
+    # the chat-turn shape: category probabilities arrive with the request (no model runs)
+    requests = [chat_request(p, cost_quality=0.6, emotion=probs()) for p in prompts[:2000]]
     for r in requests[:50]:
         await router.plan(r)
-    times, classify, rank_only = [], [], []
+    pure, planned = [], []
     for i in range(3000):
         req = requests[i % len(requests)]
-        if i % 10 == 0:
-            req = router_pb2.GenerateRequest(messages=req.messages, emotion=emotion)
         t = time.perf_counter()
         await router.plan(req)
-        times.append((time.perf_counter() - t) * 1000)
-        text = req.messages[-1].content
+        planned.append((time.perf_counter() - t) * 1000)
+    plan = await router.plan(requests[0])
+    inputs_ = Inputs(
+        category=plan.decision.category,
+        text=requests[0].text,
+        complexity=plan.decision.complexity,
+        providers=[
+            ProviderView(n, p.spec.model, router.book.table[n], router.breakers.state_for_ranking(n))
+            for n, p in router.providers.items()
+        ],
+        weights=router.book.weights,
+        cost_quality=0.6,
+    )
+    for _ in range(5000):
         t = time.perf_counter()
-        router.classifier.predict(text)
-        classify.append((time.perf_counter() - t) * 1000)
-    hinted = [router_pb2.GenerateRequest(messages=r.messages, category=common_pb2.CATEGORY_CODING) for r in requests]
-    for i in range(3000):
+        decide(inputs_, router.policy, router.knobs)
+        pure.append((time.perf_counter() - t) * 1000)
+
+    # a direct gRPC call with no emotion result: the router finds the category itself
+    direct = [chat_request(p) for p in prompts[:2000]]
+    category_ms = []
+    for i in range(2000 if emotion_addr else 3000):
+        req = direct[i % len(direct)]
         t = time.perf_counter()
-        await router.plan(hinted[i % len(hinted)])
-        rank_only.append((time.perf_counter() - t) * 1000)
+        scores = await router.category(req)
+        category_ms.append((time.perf_counter() - t) * 1000)
+    source = scores.source.value
 
     # breaker: the local check, and acquire() on a CLOSED breaker (no network)
     check_us, acquire_us = [], []
-    names = list(providers)
+    names = list(router.providers)
     for i in range(20000):
         name = names[i % 10]
         t = time.perf_counter()
@@ -157,26 +225,59 @@ async def bench_decision(redis_url: str, mongo_db: Any, prompts: list[str]) -> l
 
     # sessions: read + write one session (the per-request cost) against Redis on loopback
     store = SessionStore(redis, key_prefix="bench:", ttl_seconds=600)
-    probs = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
+    p6 = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
     sess_ms = []
     for i in range(3000):
         sid = f"s{i % 500}"
         t = time.perf_counter()
         s = await store.load(sid)
-        verdict = judge_topic(s, "coding", 0.9, probs, min_confidence=0.45, similarity_threshold=0.5)
-        await store.save(advance(s, verdict, probs, "p1", history_limit=50))
+        verdict = judge_topic(s, "coding", 0.9, p6, min_confidence=0.45, similarity_threshold=0.5)
+        await store.save(advance(s, verdict, p6, "p1", history_limit=50))
         sess_ms.append((time.perf_counter() - t) * 1000)
-    await breakers.stop()
-    await http.aclose()
-    await redis.aclose()
-    return [
-        row("selection decision, 10 providers (classify + rank)", "ms", times, "p99 <= 1 ms"),
-        row("  of which: category classifier", "ms", classify, ""),
-        row("selection decision with a category hint (rank only)", "ms", rank_only, ""),
+    lines = [
+        row("selection decision, 10 providers (decide(), pure)", "ms", pure, "p99 <= 1 ms"),
+        row("Router.plan, 10 providers, category in the request", "ms", planned, "includes complexity estimate"),
+        row(f"category, direct call with no emotion result ({source})", "ms", category_ms, "p50 <= 6 ms"),
         row("breaker check (local state)", "us", check_us, "<= 20 us"),
         row("breaker acquire, CLOSED (local, awaited)", "us", acquire_us, "<= 20 us"),
         row("breaker record (Lua script in Redis, write-through)", "ms", record_ms, "after each call"),
         row("session read + topic check + write (Redis loopback)", "ms", sess_ms, "p99 <= 2 ms"),
+    ]
+    lines += await bench_continuity(router, rng)
+    await router.detector.close()
+    await breakers.stop()
+    await http.aclose()
+    await redis.aclose()
+    return lines
+
+
+async def bench_continuity(router: Router, rng: random.Random) -> list[str]:
+    """Session continuity over the scripted conversations (real Redis sessions, no provider call).
+
+    Each turn is routed as a direct call (the router finds the category itself) with a random
+    cost_quality in [0.2, 0.8], so without continuity the choice would often move; the session
+    is then advanced as if the chosen provider had answered.
+    """
+    doc = yaml.safe_load((ROOT / "bench" / "data" / "router_conversations.yaml").read_text())
+    kept = same = changed = new = 0
+    for n, conversation in enumerate(doc["conversations"]):
+        sid = f"conv-{n}-{rng.random():.6f}"
+        previous = ""
+        for i, (kind, text) in enumerate(conversation):
+            plan = await router.plan(chat_request(text, session_id=sid, cost_quality=rng.uniform(0.2, 0.8)))
+            d = plan.decision
+            if i > 0 and kind == "same":
+                same += 1
+                kept += d.provider == previous
+            elif i > 0:
+                new += 1
+                changed += d.topic.changed
+            await router._save_session(plan, d.provider)
+            previous = d.provider
+    return [
+        f"| session continuity: same-topic turns kept on the session's provider | {kept}/{same} = "
+        f"{kept / max(same, 1):.1%} | target >= 95%",
+        f"| topic changes detected (re-routed) | {changed}/{new} = {changed / max(new, 1):.1%} | ",
     ]
 
 
@@ -280,6 +381,7 @@ async def bench_streams(redis_url: str, mongo_url: str, prompts: list[str], tmp:
         "ROUTER_LOCAL_PROVIDER": "off",
         "ROUTER_DISCOVER_ENV_KEYS": "0",
         "ROUTER_SCORES_ENABLED": "0",
+        "ROUTER_CATEGORY_EMOTION_ADDR": "",
         "MASTERX_GRPC_PORT": str(grpc_port),
         "MASTERX_METRICS_PORT": "-1",
         "MASTERX_LOG_LEVEL": "ERROR",
@@ -331,7 +433,18 @@ async def bench_streams(redis_url: str, mongo_url: str, prompts: list[str], tmp:
 
 
 async def main() -> None:
+    import argparse
     import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--emotion-addr",
+        default="",
+        help="host:port of a running emotion service with a category head: measure the direct-call "
+        "category through it (default: the TF-IDF fallback alone)",
+    )
+    parser.add_argument("--skip-streams", action="store_true", help="skip the 200-stream overhead part")
+    args = parser.parse_args()
 
     from pymongo import AsyncMongoClient
 
@@ -342,10 +455,11 @@ async def main() -> None:
         prompts = xtr + xte
         client: AsyncMongoClient[Any] = AsyncMongoClient(mongo.url)
         started = time.perf_counter()
-        lines = await bench_decision(redis.url, client["bench_router"], prompts)
+        lines = await bench_decision(redis.url, client["bench_router"], prompts, args.emotion_addr)
         await client.close()
-        with tempfile.TemporaryDirectory() as tmp:
-            lines += await bench_streams(redis.url, mongo.url, prompts, Path(tmp))
+        if not args.skip_streams:
+            with tempfile.TemporaryDirectory() as tmp:
+                lines += await bench_streams(redis.url, mongo.url, prompts, Path(tmp))
         print(f"\nRouter benchmarks ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})\n")
         print(HEADER)
         print("\n".join(lines))

@@ -79,6 +79,7 @@ class Knobs:
 @dataclass(frozen=True)
 class Inputs:
     category: CategoryScores
+    text: str  # the last user message
     complexity: Complexity
     providers: Sequence[ProviderView]
     weights: Mapping[str, Weights]
@@ -143,6 +144,20 @@ def empathy_reason(emotion: EmotionSignal, policy: Policy, threshold: float) -> 
         strongest = (emotion.confidence, emotion.primary)
     if strongest[1] and strongest[0] >= threshold:
         return f"strong negative emotion {strongest[1]} ({strongest[0]:.2f})"
+    return ""
+
+
+def continuation_cue(text: str, policy: Policy) -> str:
+    """A structural follow-up cue ('' when none): a very short message, or a short one that
+    opens with a continuation marker ("and ...", "why ...", "ok ...")."""
+    words = text.lower().split()
+    if len(words) <= policy.short_words:
+        return f"short message ({len(words)} words)"
+    if len(words) <= policy.marker_max_words:
+        opening = " ".join(words[:3]).lstrip("(\"'")
+        for marker in policy.continuation_markers:
+            if opening.startswith(marker) and (len(opening) == len(marker) or not opening[len(marker)].isalnum()):
+                return f"opens with {marker!r}"
     return ""
 
 
@@ -246,6 +261,7 @@ def decide(inputs: Inputs, policy: Policy, knobs: Knobs) -> Decision:
         reasons[-1] += f" ({cat.detail})"
     session = inputs.session
     if session is not None:
+        cue = continuation_cue(inputs.text, policy)
         topic = judge_topic(
             session,
             cat.category,
@@ -253,10 +269,10 @@ def decide(inputs: Inputs, policy: Policy, knobs: Knobs) -> Decision:
             cat.probabilities,
             min_confidence=knobs.topic_min_confidence,
             similarity_threshold=knobs.topic_similarity,
-            followup=cat.followup,
+            followup=1.0 if cue else cat.followup,
             followup_keep=policy.followup_keep,
         )
-        reasons.append(topic.reason)
+        reasons.append(f"{topic.reason} [{cue}]" if cue and topic.followup else topic.reason)
     else:
         topic = TopicVerdict(False, cat.category, "no session")
     ranking_category = topic.category

@@ -184,6 +184,7 @@ class Router:
         ]
         inputs = Inputs(
             category=category,
+            text=req.text,
             complexity=self.complexity(req),
             providers=views,
             weights=self.book.weights,

@@ -52,6 +52,9 @@ class Policy:
     negative_emotions: frozenset[str]
     followup_keep: float
     topic_ema: float
+    short_words: int
+    marker_max_words: int
+    continuation_markers: tuple[str, ...]
     complexity_pivot: float
     complexity_gain: float
     estimate: EstimateRules
@@ -127,6 +130,9 @@ def load_policy(path: Path | str | None = None) -> Policy:
         negative_emotions=frozenset(r.words(emp, "empathy.negative_emotions")),
         followup_keep=r.number(topic, "topic.followup_keep", 0, 1),
         topic_ema=r.number(topic, "topic.ema", 0, 1),
+        short_words=int(r.number(topic, "topic.short_words", 0, 100)),
+        marker_max_words=int(r.number(topic, "topic.marker_max_words", 0, 1000)),
+        continuation_markers=r.words(topic, "topic.continuation_markers"),
         complexity_pivot=r.number(cx, "complexity.pivot", 0, 1),
         complexity_gain=r.number(cx, "complexity.gain", 0, 2),
         estimate=EstimateRules(

@@ -14,6 +14,7 @@ from services.router.decision import (
     Inputs,
     Knobs,
     ProviderView,
+    continuation_cue,
     decide,
     distress_of,
     judge_escalation,
@@ -55,6 +56,7 @@ def coding(p: float = 0.9, followup: float = 0.0) -> CategoryScores:
 def inputs(**kw: object) -> Inputs:
     base: dict[str, object] = {
         "category": coding(),
+        "text": "How do I fix this loop in my Python program?",
         "complexity": MIDDLE,
         "providers": [STRONG, WEAK],
         "weights": WEIGHTS,
@@ -221,3 +223,17 @@ def test_decide_is_fast_enough_for_ten_providers() -> None:
     book = ScoreBook(specs, load_priors(), unknown_quality=40, default_speed=50, weights=WEIGHTS)
     d = decide(inputs(providers=views(book)), POLICY, KNOBS)
     assert len(d.candidates) == 10
+
+
+def test_structural_follow_up_cues_keep_the_topic() -> None:
+    confident_math = CategoryScores((0.02, 0.9, 0.02, 0.02, 0.02, 0.02), 0.0, CategorySource.CLASSIFIER)
+    for text in ("and 3/4 - 1/8?", "why only up to the square root?", "hmm ok", "thanks! can you show it in Java?"):
+        d = decide(inputs(session=session(), category=confident_math, text=text), POLICY, KNOBS)
+        assert not d.topic.changed and d.topic.followup and d.continuity, text
+    moved = decide(
+        inputs(session=session(), category=confident_math, text="Solve the equation 3x + 7 = 22 for x please"),
+        POLICY,
+        KNOBS,
+    )
+    assert moved.topic.changed
+    assert continuation_cue("andromeda galaxy distance from earth in light years?", POLICY) == ""
