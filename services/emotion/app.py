@@ -22,27 +22,35 @@ from typing import Any
 import grpc
 import numpy as np
 from prometheus_client import Histogram
+from pymongo.errors import PyMongoError
 
 from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import InvalidArgument, ServiceError, Unavailable
 from masterx_runtime.server import ServiceApp
+from masterx_runtime.readiness import Dependency
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
+from masterx_runtime.tasks import stop_tasks
 from services.emotion.batcher import MicroBatcher, worker_count
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel, Prediction
 from services.emotion.history import Entry, HistoryStore, Link, Window
-from services.emotion.learning import LearningParams, ParamsError, StudentContext, load_params
+from services.emotion.learning import LearningParams, ParamsError, StudentContext, has_context, load_params
 from services.emotion.outcomes import INDEXES as OUTCOME_INDEXES
 from services.emotion.outcomes import OUTCOME_NAMES, OUTCOMES, Outcome
 from services.emotion.outcomes import insert as insert_outcome
+from services.emotion.promotion import PARAMS as PARAMS_COLLECTION
 from services.emotion.trajectory import TrajectoryParams, classify
+from services.emotion.turns import TURNS, Turn, TurnStore
+from services.emotion.turns import indexes as turn_indexes
 from services.emotion.validation import (
     check_session_id,
     check_text,
+    check_turn_id,
     check_user_id,
     context_from_proto,
+    is_turn_id,
     lenient,
     unwrap,
 )
@@ -74,6 +82,46 @@ _INTERVENTION_ENUM = {
 }
 _INTERVENTION_NAME = {v: k for k, v in _INTERVENTION_ENUM.items()}
 _OUTCOME_NAME = {emotion_pb2.OutcomeKind.Value(f"OUTCOME_KIND_{n.upper()}"): n for n in OUTCOME_NAMES}
+_INTERVENTION_BY_NAME = {v: k for k, v in _INTERVENTION_NAME.items()}
+
+
+def _category_enum(name: str) -> common_pb2.Category.ValueType:
+    return common_pb2.Category.Value(f"CATEGORY_{name.upper()}")
+
+
+def check_params_fit_model(params: LearningParams, model: EmotionModel) -> None:
+    """ConfigError when the parameters weigh the urgency head and the model has none."""
+    if params.needs_urgency and not getattr(model, "heads_version", ""):
+        raise ConfigError(
+            [
+                f"parameters {params.version} weigh u:urgency but model {model.model_version} has no urgency "
+                "head (use a model with heads_version in model.json, or EMOTION_PARAMS_PATH=.../learning_v1.json)"
+            ]
+        )
+
+
+def _predicted(result: common_pb2.EmotionResult) -> dict[str, Any]:
+    """What the service predicted for a turn, as stored with turns and outcomes."""
+    out: dict[str, Any] = {
+        "learning_state": _STATE_NAME.get(result.learning_state),
+        "readiness_score": result.readiness.score,
+        "intervention_level": _INTERVENTION_NAME.get(result.intervention.level),
+        "intervention_score": result.intervention.score,
+    }
+    if result.HasField("urgency"):
+        out["urgency_probability"] = result.urgency.probability
+    return out
+
+
+def _context_doc(ctx: StudentContext | None) -> dict[str, float]:
+    if ctx is None:
+        return {}
+    values = (
+        ("engagement", ctx.engagement),
+        ("cognitive_load", ctx.cognitive_load),
+        ("time_on_task_seconds", ctx.time_on_task_seconds),
+    )
+    return {k: float(v) for k, v in values if v is not None}
 
 
 def _trajectory_enum(name: str) -> common_pb2.Trajectory.ValueType:
@@ -105,6 +153,7 @@ class _Job:
     user_id: str
     session_id: str
     context: StudentContext | None
+    request_id: str = ""
 
 
 class EmotionApp(ServiceApp):
@@ -152,7 +201,12 @@ class EmotionApp(ServiceApp):
         self.batcher: MicroBatcher[Prediction] | None = None
         self.store: MongoStore | None = None
         self.history: HistoryStore | None = None
+        self.turns: TurnStore | None = None
         self.mongo_ok = False
+        self.params_source = f"file:{c.params_file}"
+        self._rejected_versions: set[str] = set()
+        self._reload_task: asyncio.Task[None] | None = None
+        self._category_enums: list[common_pb2.Category.ValueType] = []
 
     # ---- lifecycle --------------------------------------------------------------------------
     def register(self, server: grpc.aio.Server) -> None:
@@ -186,6 +240,8 @@ class EmotionApp(ServiceApp):
                 intra_op_spinning=c.intra_op_spinning,
             )
         load_ms = (time.perf_counter() - started) * 1000
+        check_params_fit_model(self.params, model)
+        self._category_enums = [_category_enum(c) for c in getattr(model, "categories", [])]
         # A per-text model runs each text on its own anyway: workers take one text at a time, so
         # each answer leaves as soon as it is ready and no worker idles behind another's batch.
         batcher: MicroBatcher[Prediction] = MicroBatcher(
@@ -217,11 +273,55 @@ class EmotionApp(ServiceApp):
         self.history = HistoryStore(
             self.store.db, limit=c.history_limit, max_pending_writes=c.history_max_pending_writes
         )
+        self.turns = TurnStore(
+            self.store.db, ttl_seconds=c.turn_ttl_seconds, max_pending_writes=c.history_max_pending_writes
+        )
         try:
-            await self.store.connect(indexes={OUTCOMES: OUTCOME_INDEXES})
+            await self.store.connect(indexes={OUTCOMES: OUTCOME_INDEXES, TURNS: turn_indexes(c.turn_ttl_seconds)})
             self.mongo_ok = True
         except Unavailable as exc:
             log.warning("mongodb unreachable at start; Analyze answers without trajectories until it is back: %s", exc)
+        if c.params_reload_seconds > 0:
+            if self.mongo_ok:
+                await self.reload_params()
+            self._reload_task = asyncio.get_running_loop().create_task(self._reload_loop(), name="params-reload")
+
+    # ---- promoted parameter versions ----------------------------------------------------------
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.params_reload_seconds)
+            await self.reload_params()
+
+    async def reload_params(self) -> bool:
+        """Swap to the newest promoted version in MongoDB if it differs from the served one.
+
+        A promoted document that does not load (or needs a head the model lacks) is logged once
+        and skipped; the served version stays. Returns True when the version changed.
+        """
+        if self.store is None or self.model is None:
+            return False
+        try:
+            async with asyncio.timeout(self.mongo_cfg.timeout_ms / 1000.0 + 1.0):
+                doc = await self.store.db[PARAMS_COLLECTION].find_one({}, sort=[("promoted_at", -1)])
+        except (PyMongoError, TimeoutError) as exc:
+            log.warning("could not look for promoted parameters: %s", type(exc).__name__)
+            return False
+        if doc is None:
+            return False
+        version = str(doc.get("version", ""))
+        if version == self.params.version or version in self._rejected_versions:
+            return False
+        try:
+            new = LearningParams.from_dict(doc.get("params") or {}, self.labels)
+            check_params_fit_model(new, self.model)
+        except (ParamsError, ConfigError) as exc:
+            self._rejected_versions.add(version)
+            log.warning("promoted parameters %s not served: %s", version, exc)
+            return False
+        old, self.params = self.params.version, new
+        self.params_source = f"mongodb:{PARAMS_COLLECTION}"
+        log.info("serving promoted parameters", extra={"parameters_version": new.version, "previous": old})
+        return True
 
     def _warm_up(self, model: EmotionModel) -> None:
         """Short, window-filling and full-batch inputs, so no first request pays for allocation."""
@@ -239,18 +339,27 @@ class EmotionApp(ServiceApp):
             model.predict(shapes[i % len(shapes)])
 
     async def stop(self) -> None:
+        await stop_tasks([self._reload_task])
         if self.batcher is not None:
             await self.batcher.close()
         if self.history is not None:
             await self.history.drain(timeout=2.0)
+        if self.turns is not None:
+            await self.turns.drain(timeout=2.0)
         if self.store is not None:
             await self.store.close()
+
+    def dependencies(self) -> list[Dependency]:
+        """MongoDB is optional: Analyze answers without trajectories, history waits in the outbox."""
+        return [self.store.dependency(required=False)] if self.store is not None else []
 
     def health_details(self) -> dict[str, Any]:
         m = self.model
         details: dict[str, Any] = {
             "model_version": m.model_version if m else None,
             "parameters_version": self.params.version,
+            "parameters_source": self.params_source,
+            "heads_version": getattr(m, "heads_version", "") if m else "",
             "execution_providers": m.providers if m else [],
             "quantized": self.quantized,
             "intra_op_threads": self.cfg.intra_op_threads,
@@ -268,6 +377,11 @@ class EmotionApp(ServiceApp):
                 "failed_reads": self.history.failed_reads,
                 "failed_writes": self.history.failed_writes,
                 "dropped_writes": self.history.dropped_writes,
+            }
+        if self.turns is not None:
+            details["turns"] = {
+                "failed_writes": self.turns.failed_writes,
+                "dropped_writes": self.turns.dropped_writes,
             }
         return details
 
@@ -289,7 +403,9 @@ class EmotionApp(ServiceApp):
         check_user_id(req.user_id, f"{prefix}user_id")
         check_session_id(req.session_id, f"{prefix}session_id")
         ctx = context_from_proto(req.context, f"{prefix}context") if req.HasField("context") else None
-        return _Job(req.text, req.user_id, req.session_id, ctx)
+        # A request_id that cannot name a turn is still echoed; the turn is just not stored.
+        turn_id = req.request_id if req.user_id and is_turn_id(req.request_id) else ""
+        return _Job(req.text, req.user_id, req.session_id, ctx, turn_id)
 
     def _batcher(self) -> MicroBatcher[Prediction]:
         if self.batcher is None:
@@ -314,8 +430,11 @@ class EmotionApp(ServiceApp):
                     f.cancel()
                 raise
             results = []
+            turns = self.turns
             for i, (job, pred) in enumerate(zip(jobs, preds, strict=True)):
                 result, state = self.build_result(pred, job.context)
+                if turns is not None and job.user_id and job.request_id:
+                    turns.record(self._turn(job, pred, result))
                 read = reads[i]
                 if read is not None and history is not None:
                     window = await self._history_window(read[0], deadline)
@@ -357,10 +476,32 @@ class EmotionApp(ServiceApp):
             self.history.warn("student history unavailable (%s); answering without trajectory", type(exc).__name__)
         return None
 
+    def _turn(self, job: _Job, pred: Prediction, result: common_pb2.EmotionResult) -> Turn:
+        """What the outcome loop keeps of an analysed turn."""
+        urgency = (
+            {"probability": result.urgency.probability, "score": result.urgency.score}
+            if result.HasField("urgency")
+            else None
+        )
+        return Turn(
+            user_id=job.user_id,
+            turn_id=job.request_id,
+            session_id=job.session_id,
+            probabilities=dict(zip(self.labels, pred.probabilities, strict=True)),
+            pad=pred.pad,
+            context=_context_doc(job.context),
+            urgency=urgency,
+            predicted=_predicted(result),
+            model_version=result.model_version,
+            parameters_version=result.model_version.rpartition("+")[2],
+        )
+
     def build_result(self, pred: Prediction, ctx: StudentContext | None) -> tuple[common_pb2.EmotionResult, str]:
         """EmotionResult without latency/trajectory; also returns the learning-state name."""
+        params = self.params  # one version for the whole result, even if a reload swaps it now
         probs = np.asarray(pred.probabilities, dtype=np.float64)
-        out = self.params.evaluate(self.params.feature_vector(probs, pred.pad, ctx))
+        urgency: float | None = getattr(pred, "urgency_probability", None)
+        out = params.evaluate(params.feature_vector(probs, pred.pad, ctx, urgency), has_context(ctx))
         active = set(pred.active_labels)
         model = self.model
         assert model is not None
@@ -378,10 +519,26 @@ class EmotionApp(ServiceApp):
             intervention=common_pb2.Intervention(
                 level=_INTERVENTION_ENUM[out.intervention_level], reasons=out.reasons, score=out.intervention_score
             ),
-            model_version=f"{model.model_version}+{self.params.version}",
+            model_version=f"{model.model_version}+{params.version}",
             truncated=pred.truncated,
             learning_state_scores=out.state_scores,
+            ekman_scores=[
+                common_pb2.EkmanScore(group=g, probability=p)
+                for g, p in zip(model.ekman_groups, pred.ekman_probabilities, strict=False)
+            ],
+            ekman_active=pred.ekman_active,
         )
+        cats: tuple[float, ...] = getattr(pred, "category_probabilities", ())
+        if cats and len(cats) == len(self._category_enums):
+            result.category_scores.extend(
+                common_pb2.CategoryScore(category=c, probability=p)
+                for c, p in zip(self._category_enums, cats, strict=True)
+            )
+            result.followup_probability = getattr(pred, "followup_probability", 0.0)
+        if urgency is not None:
+            result.urgency.probability = urgency
+            result.urgency.score = getattr(pred, "urgency_score", 0.0)
+            result.urgency.model_version = getattr(model, "heads_version", "")
         return result, out.state
 
     # ---- trajectories and outcomes ------------------------------------------------------------
@@ -416,6 +573,8 @@ class EmotionApp(ServiceApp):
     async def record_outcome(self, req: emotion_pb2.RecordOutcomeRequest, deadline: float | None) -> str:
         check_user_id(req.user_id, required=True)
         check_session_id(req.session_id)
+        if req.turn_id:
+            check_turn_id(req.turn_id, "turn_id")
         if req.outcome not in _OUTCOME_NAME:
             raise InvalidArgument(
                 "outcome is required (OUTCOME_KIND_RESOLVED .. OUTCOME_KIND_ABANDONED)",
@@ -436,6 +595,9 @@ class EmotionApp(ServiceApp):
         ctx = context_from_proto(req.context) if req.HasField("context") else None
         if req.text:
             check_text(req.text, self.cfg.max_text_bytes)
+        loop = asyncio.get_running_loop()
+        if req.turn_id:
+            return await self._record_turn_outcome(req, ctx, deadline)
         result = req.result if req.HasField("result") and len(req.result.scores) else None
         if result is not None:
             probs, pad = self._probabilities_from(result)
@@ -453,6 +615,11 @@ class EmotionApp(ServiceApp):
         if self.store is None:
             raise Unavailable("mongodb is not connected", dependency="mongodb")
         model = self.model
+        urgency = (
+            {"probability": result.urgency.probability, "score": result.urgency.score}
+            if result.HasField("urgency")
+            else None
+        )
         outcome = Outcome(
             user_id=req.user_id,
             session_id=req.session_id,
@@ -460,19 +627,49 @@ class EmotionApp(ServiceApp):
             probabilities=probs,
             pad=pad,
             context=ctx,
-            predicted={
-                "learning_state": _STATE_NAME.get(result.learning_state),
-                "readiness_score": result.readiness.score,
-                "intervention_level": _INTERVENTION_NAME.get(result.intervention.level),
-                "intervention_score": result.intervention.score,
-            },
+            predicted=_predicted(result),
             applied_level=_INTERVENTION_NAME.get(req.applied_level),
             outcome=_OUTCOME_NAME[req.outcome],
             observed_state=_STATE_NAME.get(req.observed_state),
             model_version=result.model_version or (model.model_version if model else ""),
             parameters_version=self.params.version,
+            urgency=urgency,
         )
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        return await insert_outcome(self.store.db, outcome, timeout)
+
+    async def _record_turn_outcome(
+        self, req: emotion_pb2.RecordOutcomeRequest, ctx: StudentContext | None, deadline: float | None
+    ) -> str:
+        """An outcome of a stored turn: the turn's analysis is the evidence (NOT_FOUND if unknown)."""
+        if self.store is None or self.turns is None or not self.mongo_ok:
+            raise Unavailable("mongodb is not connected", dependency="mongodb")
         loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        turn = await self.turns.get(req.user_id, req.turn_id, timeout)
+        if ctx is None and turn.context:
+            c = turn.context
+            ctx = StudentContext(c.get("engagement"), c.get("cognitive_load"), c.get("time_on_task_seconds"))
+        predicted_level = turn.predicted.get("intervention_level")
+        applied = _INTERVENTION_NAME.get(req.applied_level) or (
+            predicted_level if predicted_level in _INTERVENTION_BY_NAME else None
+        )
+        outcome = Outcome(
+            user_id=req.user_id,
+            session_id=req.session_id or turn.session_id,
+            text=req.text,
+            probabilities=turn.probabilities,
+            pad=turn.pad,
+            context=ctx,
+            predicted=turn.predicted,
+            applied_level=applied,
+            outcome=_OUTCOME_NAME[req.outcome],
+            observed_state=_STATE_NAME.get(req.observed_state),
+            model_version=turn.model_version,
+            parameters_version=turn.parameters_version,
+            urgency=turn.urgency,
+            turn_id=req.turn_id,
+        )
         timeout = None if deadline is None else max(0.0, deadline - loop.time())
         return await insert_outcome(self.store.db, outcome, timeout)
 
@@ -516,6 +713,10 @@ class EmotionApp(ServiceApp):
             max_sequence_length=m.max_seq_length,
             max_batch_size=self.cfg.max_request_batch,
             quantized=self.quantized,
+            heads_version=getattr(m, "heads_version", ""),
+            categories=list(getattr(m, "categories", [])),
+            ekman_groups=list(m.ekman_groups),
+            parameters_source=self.params_source,
         )
 
 

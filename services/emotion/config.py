@@ -104,6 +104,22 @@ class EmotionSettings:
         minimum=1,
         maximum=1024,
     )
+    params_reload_seconds: float = env(
+        "EMOTION_PARAMS_RELOAD_SECONDS",
+        30.0,
+        "How often the service looks in MongoDB (`emotion_params`) for a parameter version promoted by "
+        "`python -m services.emotion.refit --promote` and swaps to it (0 = never: serve EMOTION_PARAMS_PATH only).",
+        minimum=0,
+        maximum=86_400,
+    )
+    turn_ttl_seconds: int = env(
+        "EMOTION_TURN_TTL_SECONDS",
+        7 * 24 * 3600,
+        "How long an analysed turn (Analyze with user_id and request_id) stays in MongoDB `emotion_turns` "
+        "for RecordOutcome(turn_id) to refer to.",
+        minimum=60,
+        maximum=365 * 24 * 3600,
+    )
     history_limit: int = env(
         "EMOTION_HISTORY_LIMIT",
         200,

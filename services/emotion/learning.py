@@ -1,11 +1,17 @@
 """Learning state, readiness and intervention: small linear models over the model's outputs.
 
 The three models share one feature vector per message: the 28 emotion probabilities, PAD
-(centred to [-1, 1]) and the caller's optional context (engagement, cognitive load, time on
-task; unset context contributes 0). Their parameters — a multinomial logistic model for the
+(centred to [-1, 1]), the caller's optional context (engagement, cognitive load, time on task;
+unset context contributes 0) and the logit of the urgency head's P(urgent) (``u:urgency``; 0
+when the model has no urgency head). Their parameters — a multinomial logistic model for the
 learning state, a logistic score for readiness and one for intervention, each score cut into
-levels — live in a versioned JSON file (``services/emotion/params/learning_v1.json``), never in
+levels — live in a versioned JSON file (``services/emotion/params/learning_v2.json``), never in
 code, so ``python -m services.emotion.refit`` can re-estimate them from recorded outcomes.
+
+From ``learning_v2`` on the intervention score is ``sigmoid(logit(P(urgent)) + shifts)``: with
+weight 1 on ``u:urgency``, zero bias and nothing else moving it, the score *is* the urgency
+head's calibrated probability, and emotions, PAD and context shift it on the logit scale. A
+parameter file may cap the level reachable from the text alone (``max_level_without_context``).
 Intervention reasons are the features that pushed the score up the most.
 """
 
@@ -25,6 +31,11 @@ READINESS_LEVELS = ("not_ready", "low", "moderate", "high", "optimal")
 INTERVENTION_LEVELS = ("none", "low", "medium", "high", "critical")
 PAD_NAMES = ("pleasure", "arousal", "dominance")
 CONTEXT_NAMES = ("engagement", "cognitive_load", "time_on_task")
+URGENCY_FEATURE = "u:urgency"
+# Keys of a readiness/intervention section that to_dict writes from the fitted model.
+_SECTION_KEYS = {"bias", "cut_points", "levels", "weights", "reason_min_contribution", "max_reasons"}
+# P(urgent) is clipped to [URGENCY_EPS, 1 - URGENCY_EPS] before its logit is taken.
+URGENCY_EPS = 1e-4
 
 
 class ParamsError(ValueError):
@@ -41,8 +52,26 @@ class StudentContext:
 
 
 def feature_names(labels: Sequence[str]) -> list[str]:
-    """Feature order: emotion probabilities, centred PAD, centred context."""
-    return [f"p:{lab}" for lab in labels] + [f"pad:{n}" for n in PAD_NAMES] + [f"ctx:{n}" for n in CONTEXT_NAMES]
+    """Feature order: emotion probabilities, centred PAD, centred context, urgency logit."""
+    return (
+        [f"p:{lab}" for lab in labels]
+        + [f"pad:{n}" for n in PAD_NAMES]
+        + [f"ctx:{n}" for n in CONTEXT_NAMES]
+        + [URGENCY_FEATURE]
+    )
+
+
+def urgency_logit(p: float | np.ndarray) -> float | np.ndarray:
+    """logit(P(urgent)) with the probability clipped to [1e-4, 1 - 1e-4]."""
+    q = np.clip(p, URGENCY_EPS, 1.0 - URGENCY_EPS)
+    return np.log(q) - np.log1p(-q)
+
+
+def has_context(ctx: StudentContext | None) -> bool:
+    """True when the caller sent at least one context value."""
+    return ctx is not None and any(
+        v is not None for v in (ctx.engagement, ctx.cognitive_load, ctx.time_on_task_seconds)
+    )
 
 
 @dataclass
@@ -101,15 +130,39 @@ class LearningParams:
     time_reference_seconds: float = 300.0
     reason_min_contribution: float = 0.25
     max_reasons: int = 4
+    # Highest intervention level reachable when the caller sent no context (None = no cap).
+    max_level_without_context: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # The readiness/intervention sections as read, so documentation keys they carry (e.g. the
+    # rule that chose the cut points) survive a refit's rewrite.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def needs_urgency(self) -> bool:
+        """True when any model weighs ``u:urgency`` (the served model must have the urgency head)."""
+        j = self.features.index(URGENCY_FEATURE)
+        return bool(
+            self.intervention.weights[j] != 0 or self.readiness.weights[j] != 0 or np.any(self.state.weights[:, j] != 0)
+        )
 
     # ---- features -------------------------------------------------------------------------
-    def feature_vector(self, probs: np.ndarray, pad: Sequence[float], ctx: StudentContext | None) -> np.ndarray:
-        """One message's features (probabilities as given, PAD and context centred)."""
+    def feature_vector(
+        self,
+        probs: np.ndarray,
+        pad: Sequence[float],
+        ctx: StudentContext | None,
+        urgency: float | None = None,
+    ) -> np.ndarray:
+        """One message's features (probabilities as given, PAD and context centred, urgency logit).
+
+        ``urgency`` is the urgency head's P(urgent); None (no head) contributes 0.
+        """
         x = np.zeros(len(self.features), dtype=np.float64)
         n = probs.shape[-1]
         x[:n] = probs
         x[n : n + 3] = [2.0 * (float(v) - 0.5) for v in pad]
+        if urgency is not None:
+            x[-1] = float(urgency_logit(float(urgency)))
         if ctx is not None:
             if ctx.engagement is not None:
                 x[n + 3] = 2.0 * (ctx.engagement - 0.5)
@@ -124,14 +177,36 @@ class LearningParams:
         t = max(seconds, 1.0)
         return float(min(1.5, max(-1.0, math.log2(t / self.time_reference_seconds) / 2.0)))
 
+    def feature_matrix(self, probs: np.ndarray, pad: np.ndarray, urgency: np.ndarray | None = None) -> np.ndarray:
+        """[N, features] for N messages without caller context (fitting and evaluation)."""
+        n, k = probs.shape
+        x = np.zeros((n, len(self.features)), dtype=np.float64)
+        x[:, :k] = probs
+        x[:, k : k + 3] = 2.0 * (np.asarray(pad, dtype=np.float64) - 0.5)
+        if urgency is not None:
+            x[:, -1] = urgency_logit(np.asarray(urgency, dtype=np.float64))
+        return x
+
     # ---- inference ------------------------------------------------------------------------
-    def evaluate(self, x: np.ndarray) -> LearningOutputs:
-        """Learning state, readiness and intervention (with reasons) for one feature vector."""
+    def intervention_level(self, score: float, context_given: bool) -> str:
+        """Level of an intervention score: the cut points, then the no-context cap if any."""
+        level = self.intervention.level(score)
+        cap = self.max_level_without_context
+        if cap is not None and not context_given:
+            levels = self.intervention.levels
+            level = levels[min(levels.index(level), levels.index(cap))]
+        return level
+
+    def evaluate(self, x: np.ndarray, context_given: bool = True) -> LearningOutputs:
+        """Learning state, readiness and intervention (with reasons) for one feature vector.
+
+        ``context_given``: the caller sent some context (see ``max_level_without_context``).
+        """
         sp = self.state.probabilities(x)
         best = int(np.argmax(sp))
         r = float(self.readiness.score(x))
         i = float(self.intervention.score(x))
-        level = self.intervention.level(i)
+        level = self.intervention_level(i, context_given)
         return LearningOutputs(
             state=self.state.states[best],
             state_scores={s: float(p) for s, p in zip(self.state.states, sp, strict=True)},
@@ -156,6 +231,8 @@ class LearningParams:
     def _describe(self, name: str, value: float, contribution: float) -> str:
         kind, _, what = name.partition(":")
         tag = f"(+{contribution:.2f})"
+        if kind == "u":
+            return f"the text reads as needing help, P(urgent)={1.0 / (1.0 + math.exp(-value)):.2f} {tag}"
         if kind == "p":
             return f"{what} detected, p={value:.2f} {tag}"
         if kind == "pad":
@@ -180,7 +257,9 @@ class LearningParams:
                 v = np.zeros(len(names))
                 for key, w in weights.items():
                     if key not in index:
-                        raise ParamsError(f"{where}: unknown feature {key!r} (known: p:<label>, pad:*, ctx:*)")
+                        raise ParamsError(
+                            f"{where}: unknown feature {key!r} (known: p:<label>, pad:*, ctx:*, {URGENCY_FEATURE})"
+                        )
                     v[index[key]] = float(w)
                 return v
 
@@ -202,6 +281,9 @@ class LearningParams:
                 return LinearScore(vec(d["weights"], key), float(d["bias"]), cuts, levels)
 
             feats = doc.get("features", {})
+            cap = doc["intervention"].get("max_level_without_context")
+            if cap is not None and cap not in INTERVENTION_LEVELS:
+                raise ParamsError(f"intervention.max_level_without_context must be one of {INTERVENTION_LEVELS}")
             return cls(
                 version=version,
                 features=names,
@@ -211,7 +293,9 @@ class LearningParams:
                 time_reference_seconds=float(feats.get("time_on_task_reference_seconds", 300.0)),
                 reason_min_contribution=float(doc["intervention"].get("reason_min_contribution", 0.25)),
                 max_reasons=int(doc["intervention"].get("max_reasons", 4)),
+                max_level_without_context=cap,
                 meta={k: v for k, v in doc.items() if k not in {"learning_state", "readiness", "intervention"}},
+                sections={k: dict(doc[k]) for k in ("readiness", "intervention")},
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ParamsError):
@@ -233,7 +317,9 @@ class LearningParams:
             "weights": {s: sparse(w) for s, w in zip(self.state.states, self.state.weights, strict=True)},
         }
         for key, m in (("readiness", self.readiness), ("intervention", self.intervention)):
+            extra = {k: v for k, v in (self.sections.get(key) or {}).items() if k not in _SECTION_KEYS}
             doc[key] = {
+                **extra,
                 "bias": round(float(m.bias), 5),
                 "cut_points": m.cut_points,
                 "levels": list(m.levels),
@@ -241,6 +327,8 @@ class LearningParams:
             }
         doc["intervention"]["reason_min_contribution"] = self.reason_min_contribution
         doc["intervention"]["max_reasons"] = self.max_reasons
+        if self.max_level_without_context is not None:
+            doc["intervention"]["max_level_without_context"] = self.max_level_without_context
         return doc
 
 

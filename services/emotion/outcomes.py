@@ -1,6 +1,8 @@
 """Recorded intervention outcomes (MongoDB ``emotion_outcomes``), the refit's training data.
 
-Each document keeps what the linear models saw (28 probabilities by label, PAD, context), what
+Each document keeps what the linear models saw (28 probabilities by label, PAD, context, the
+urgency head's P(urgent) and expected score when the model has it), the turn it belongs to
+(``turn_id``, when recorded through a stored turn), what
 they predicted, what the tutor applied and what happened, plus the message text so a refit
 after retraining the emotion model can recompute the probabilities (``refit --recompute``).
 """
@@ -41,6 +43,8 @@ class Outcome:
     observed_state: str | None
     model_version: str
     parameters_version: str
+    urgency: dict[str, float] | None = None
+    turn_id: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         ctx = self.context
@@ -66,6 +70,8 @@ class Outcome:
             "observed_state": self.observed_state,
             "model_version": self.model_version,
             "parameters_version": self.parameters_version,
+            "urgency": self.urgency,
+            "turn_id": self.turn_id or None,
         }
 
 

@@ -1,7 +1,14 @@
 """Refit the learning-state, readiness and intervention parameters from recorded outcomes.
 
     python -m services.emotion.refit --mongo-url mongodb://127.0.0.1:27017 \\
-        --out services/emotion/params/learning_v2.json
+        --out services/emotion/params/learning_v3.json --promote
+
+It starts from the version the service serves (the newest promoted one in MongoDB
+``emotion_params``, else ``--params``, default the shipped file), always writes the new file,
+and with ``--promote`` stores it in ``emotion_params`` only when it beats the current version on
+the held-out outcomes by the rule in :mod:`services.emotion.promotion` (running services pick it
+up within ``EMOTION_PARAMS_RELOAD_SECONDS``). The decision and its reasons are printed and kept
+in the file's ``refit.promotion`` section.
 
 Reads ``emotion_outcomes``, rebuilds each outcome's feature vector (stored probabilities, or
 recomputed from the stored text with ``--recompute``), and runs full-batch gradient descent on
@@ -32,8 +39,16 @@ from typing import Any
 import numpy as np
 
 from services.emotion.config import DEFAULT_MODEL_DIR, DEFAULT_PARAMS_PATH
-from services.emotion.learning import LearningParams, LinearScore, StateModel, load_params, save_params
+from services.emotion.learning import (
+    LearningParams,
+    LinearScore,
+    ParamsError,
+    StateModel,
+    load_params,
+    save_params,
+)
 from services.emotion.outcomes import OUTCOMES, context_of
+from services.emotion.promotion import PARAMS, PromotionRule, decide, promoted_doc
 
 # How well the student did after the tutor's response: the observable proxy for readiness.
 READINESS_TARGET = {"resolved": 1.0, "improved": 0.75, "no_change": 0.4, "worsened": 0.15, "abandoned": 0.0}
@@ -79,19 +94,29 @@ class Dataset:
 
 
 def build_dataset(docs: Iterable[dict[str, Any]], params: LearningParams, labels: Sequence[str]) -> tuple[Dataset, int]:
-    """Features and targets of every usable outcome document; also returns how many were skipped."""
+    """Features and targets of every usable outcome document; also returns how many were skipped.
+
+    Documents without the urgency head's probability are skipped when ``params`` weigh it
+    (``--recompute`` fills it in from the stored text).
+    """
     ids, rows, states, ready, need = [], [], [], [], []
     skipped = 0
     state_index = {s: i for i, s in enumerate(params.state.states)}
+    needs_urgency = params.needs_urgency
     for d in docs:
         probs = d.get("probabilities") or {}
         outcome = d.get("outcome")
-        if outcome not in READINESS_TARGET or any(lab not in probs for lab in labels):
+        urgency = (d.get("urgency") or {}).get("probability")
+        if (
+            outcome not in READINESS_TARGET
+            or any(lab not in probs for lab in labels)
+            or (needs_urgency and urgency is None)
+        ):
             skipped += 1
             continue
         p = np.array([float(probs[lab]) for lab in labels])
         pad = d.get("pad") or [0.5, 0.5, 0.5]
-        rows.append(params.feature_vector(p, pad, context_of(d)))
+        rows.append(params.feature_vector(p, pad, context_of(d), None if urgency is None else float(urgency)))
         ids.append(str(d["_id"]))
         states.append(state_index.get(d.get("observed_state") or "", -1))
         ready.append(READINESS_TARGET[outcome])
@@ -257,6 +282,9 @@ def _recompute(docs: list[dict[str, Any]], model_dir: Path) -> None:
         for (i, _), pred in zip(chunk, model.predict([t for _, t in chunk]), strict=True):
             docs[i]["probabilities"] = dict(zip(model.labels, pred.probabilities, strict=True))
             docs[i]["pad"] = list(pred.pad)
+            urgency = getattr(pred, "urgency_probability", None)
+            if urgency is not None:
+                docs[i]["urgency"] = {"probability": urgency, "score": getattr(pred, "urgency_score", 0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--mongo-url", required=True)
     ap.add_argument("--mongo-db", default="masterx")
-    ap.add_argument("--params", type=Path, default=DEFAULT_PARAMS_PATH, help="parameters to start from")
+    ap.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help=f"parameters to start from (default: the newest promoted version, else {DEFAULT_PARAMS_PATH.name})",
+    )
     ap.add_argument("--out", type=Path, required=True, help="new parameter file to write")
     ap.add_argument("--version", default=None, help="version string (default: the output file's stem)")
     ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="for the label order (and --recompute)")
@@ -277,19 +310,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=0.02)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--lr", type=float, default=0.5)
+    ap.add_argument("--promote", action="store_true", help="promote the new version if it passes the rule")
+    ap.add_argument("--min-held-out", type=int, default=PromotionRule.min_held_out, help="promotion rule")
+    ap.add_argument("--min-gain", type=float, default=PromotionRule.min_gain, help="promotion rule (nats)")
+    ap.add_argument("--max-loss", type=float, default=PromotionRule.max_loss, help="promotion rule (nats)")
     args = ap.parse_args(argv)
 
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
     labels = _labels(args.model_dir)
-    params = load_params(args.params, labels)
     try:
         client: MongoClient[dict[str, Any]] = MongoClient(args.mongo_url, serverSelectionTimeoutMS=5000)
         with client:
-            docs = list(client[args.mongo_db][OUTCOMES].find({}))
+            db = client[args.mongo_db]
+            docs = list(db[OUTCOMES].find({}))
+            current = None if args.params is not None else db[PARAMS].find_one({}, sort=[("promoted_at", -1)])
     except PyMongoError as exc:
         print(f"refit: cannot read outcomes from {args.mongo_url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if current is not None:
+            params = LearningParams.from_dict(current["params"], labels)
+            print(f"starting from promoted version {params.version}")
+        else:
+            params = load_params(args.params or DEFAULT_PARAMS_PATH, labels)
+    except ParamsError as exc:
+        print(f"refit: cannot load the current parameters: {exc}", file=sys.stderr)
         return 1
     if args.recompute:
         _recompute(docs, args.model_dir)
@@ -309,12 +356,36 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         lr=args.lr,
     )
+    if (args.version or args.out.stem) == params.version:
+        print(f"refit: the new version must differ from the current one ({params.version})", file=sys.stderr)
+        return 1
+    rule = PromotionRule(min_held_out=args.min_held_out, min_gain=args.min_gain, max_loss=args.max_loss)
+    decision = decide(report, rule)
+    new.meta["refit"]["promotion"] = {
+        "requested": args.promote,
+        "passes_rule": decision.promote,
+        "reasons": decision.reasons,
+        "rule": dataclasses.asdict(rule),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_params(new, args.out)
     print(format_report(report))
     if skipped:
-        print(f"({skipped} outcome documents skipped: missing probabilities or outcome)")
+        print(f"({skipped} outcome documents skipped: missing probabilities, urgency or outcome)")
     print(f"wrote {args.out}")
+    verdict = "passes" if decision.promote else "fails"
+    print(f"promotion rule: {new.version} {verdict} against {params.version}: " + "; ".join(decision.reasons))
+    if args.promote and decision.promote:
+        try:
+            with MongoClient(args.mongo_url, serverSelectionTimeoutMS=5000) as client:
+                doc = promoted_doc(new.to_dict(), report, decision)
+                client[args.mongo_db][PARAMS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        except PyMongoError as exc:
+            print(f"refit: could not promote {new.version}: {exc}", file=sys.stderr)
+            return 1
+        print(f"promoted {new.version} (services swap to it within EMOTION_PARAMS_RELOAD_SECONDS)")
+    elif args.promote:
+        print(f"not promoted: {params.version} stays")
     return 0
 
 

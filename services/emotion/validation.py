@@ -25,6 +25,7 @@ from services.emotion.learning import StudentContext
 M = TypeVar("M", bound=Message)
 
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+TURN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 SESSION_ID_MAX = 128
 MAX_TIME_ON_TASK_SECONDS = 7 * 24 * 3600.0
 # Characters that render as nothing but str.isspace() does not count as space.
@@ -160,6 +161,20 @@ def check_user_id(user_id: str, field: str = "user_id", *, required: bool = Fals
         raise InvalidArgument(
             f"{field} must be 1-128 characters of letters, digits and _ . : @ -",
             reason="MALFORMED_USER_ID",
+            field=field,
+        )
+
+
+def is_turn_id(value: str) -> bool:
+    """True when ``value`` can name a stored turn (1-128 of letters, digits and _ . : @ -)."""
+    return bool(TURN_ID_RE.match(value))
+
+
+def check_turn_id(turn_id: str, field: str = "turn_id") -> None:
+    if not is_turn_id(turn_id):
+        raise InvalidArgument(
+            f"{field} must be 1-128 characters of letters, digits and _ . : @ - (the request_id of an answer)",
+            reason="MALFORMED_TURN_ID",
             field=field,
         )
 

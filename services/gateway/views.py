@@ -30,13 +30,29 @@ def pad(p: common_pb2.PAD) -> dict[str, float]:
     return {"pleasure": _r(p.pleasure), "arousal": _r(p.arousal), "dominance": _r(p.dominance)}
 
 
+def urgency(result: common_pb2.EmotionResult) -> dict[str, Any] | None:
+    """The urgency head's estimate (None when the served model has no urgency head)."""
+    if not result.HasField("urgency"):
+        return None
+    u = result.urgency
+    return {"probability": _r(u.probability), "score": _r(u.score, 2), "model_version": u.model_version}
+
+
 def emotion(result: common_pb2.EmotionResult, top: int = 3) -> dict[str, Any]:
-    """The emotion summary a chat answer carries: primary, PAD, learning state, intervention."""
+    """The emotion summary a chat answer carries: primary, Ekman groups, PAD, urgency, learning
+    state, intervention."""
     ranked = sorted(result.scores, key=lambda s: s.probability, reverse=True)[:top]
     return {
         "primary": result.primary_emotion,
         "confidence": _r(result.confidence),
         "ekman_group": result.ekman_group,
+        "ekman": {
+            "probabilities": {e.group: _r(e.probability) for e in result.ekman_scores},
+            "active": list(result.ekman_active),
+        },
+        "urgency": urgency(result),
+        "categories": {enum_name(_CAT, c.category): _r(c.probability) for c in result.category_scores},
+        "followup_probability": _r(result.followup_probability),
         "top": [{"label": s.label, "probability": _r(s.probability), "active": s.active} for s in ranked],
         "pad": pad(result.pad),
         "learning_state": enum_name(_LS, result.learning_state),

@@ -1,4 +1,4 @@
-"""The shipped learning_v1 parameters: file format checks and the behaviour their rationale claims."""
+"""The learning_v1 parameters: file format checks and the behaviour their rationale claims."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.emotion.config import DEFAULT_PARAMS_PATH
+from services.emotion.config import SERVICE_DIR
 from services.emotion.learning import LearningParams, ParamsError, StudentContext, load_params
 
 LABELS = [
@@ -18,9 +18,14 @@ LABELS = [
 ]  # fmt: skip
 
 
+V1_PATH = SERVICE_DIR / "params" / "learning_v1.json"
+# The v1 file (hand-set intervention) is still valid and keeps its behaviour; learning_v2 is
+# tested in test_learning_v2.py.
+
+
 @pytest.fixture(scope="module")
 def params() -> LearningParams:
-    return load_params(DEFAULT_PARAMS_PATH, LABELS)
+    return load_params(V1_PATH, LABELS)
 
 
 def probs(background: float = 0.02, **labels: float) -> np.ndarray:
@@ -41,7 +46,7 @@ def run(
 
 def test_version_and_rationale_are_in_the_file(params: LearningParams) -> None:
     assert params.version == "learning_v1"
-    doc = json.loads(Path(DEFAULT_PARAMS_PATH).read_text())
+    doc = json.loads(V1_PATH.read_text())
     for key in ("confused", "frustrated", "anxious", "bored", "engaged", "confident", "readiness", "intervention"):
         assert doc["rationale"][key]
 
@@ -108,15 +113,15 @@ def test_round_trip_keeps_behaviour(params: LearningParams, tmp_path: Path) -> N
 
 
 def test_bad_files_are_rejected_with_the_reason(tmp_path: Path) -> None:
-    doc = json.loads(Path(DEFAULT_PARAMS_PATH).read_text())
+    doc = json.loads(V1_PATH.read_text())
     doc["readiness"]["weights"]["p:boredom"] = 1.0
     with pytest.raises(ParamsError, match="unknown feature 'p:boredom'"):
         LearningParams.from_dict(doc, LABELS)
-    doc = json.loads(Path(DEFAULT_PARAMS_PATH).read_text())
+    doc = json.loads(V1_PATH.read_text())
     doc["intervention"]["cut_points"] = [0.5, 0.3, 0.7, 0.9]
     with pytest.raises(ParamsError, match="cut_points"):
         LearningParams.from_dict(doc, LABELS)
-    doc = json.loads(Path(DEFAULT_PARAMS_PATH).read_text())
+    doc = json.loads(V1_PATH.read_text())
     del doc["version"]
     with pytest.raises(ParamsError, match="version"):
         LearningParams.from_dict(doc, LABELS)

@@ -17,6 +17,7 @@ const els = {
   providerName: $("provider-name"), providerModel: $("provider-model"), providerCategory: $("provider-category"),
   reasons: $("provider-reasons"), usage: $("usage"), degraded: $("degraded"), reasoningCard: $("reasoning-card"),
   steps: $("reasoning-steps"), reasoningSummary: $("reasoning-summary"), hint: $("hint"),
+  urgency: $("urgency"), urgencyFill: $("urgency-fill"), ekman: $("ekman"),
 };
 
 const state = {
@@ -89,6 +90,8 @@ function renderEmotion(emotion) {
   els.state.style.color = "#fff";
   const iv = emotion.intervention || {};
   els.intervention.textContent = iv.level ? `${iv.level}${iv.reasons && iv.reasons.length ? `: ${iv.reasons[0]}` : ""}` : "—";
+  renderUrgency(emotion.urgency);
+  renderEkman(emotion.ekman || {});
   els.padBars.replaceChildren(
     ...["pleasure", "arousal", "dominance"].map((k, i) => {
       const row = el("div", "pad-bar");
@@ -147,6 +150,54 @@ function drawChart() {
   svg.replaceChildren(...parts);
 }
 
+function renderUrgency(u) {
+  if (!u) { els.urgency.textContent = "—"; els.urgencyFill.style.width = "0"; return; }
+  els.urgency.textContent = `${Math.round(u.probability * 100)}% · ${u.score.toFixed(1)}/7`;
+  els.urgencyFill.style.width = `${Math.round(u.probability * 100)}%`;
+}
+
+function renderEkman(ekman) {
+  const active = new Set(ekman.active || []);
+  const probs = ekman.probabilities || {};
+  els.ekman.replaceChildren(
+    ...Object.entries(probs)
+      .sort((a, b) => b[1] - a[1])
+      .map(([group, p]) => el("span", `ekman-chip${active.has(group) ? " active" : ""}`, `${group} ${p.toFixed(2)}`)),
+  );
+}
+
+// ---- "Did this help?": one click records the turn's outcome (POST /api/v1/outcomes) --------
+
+function addFeedback(bubble, turnId) {
+  const row = el("span", "feedback");
+  const ask = el("span", "muted", "Did this help?");
+  const yes = el("button", "fb", "yes");
+  const no = el("button", "fb", "no");
+  yes.type = no.type = "button";
+  const answer = async (helped) => {
+    yes.disabled = no.disabled = true;
+    try {
+      const r = await fetch("/api/v1/outcomes", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ turn_id: turnId, user_id: state.userId, session_id: state.sessionId, helped }),
+      });
+      if (!r.ok) {
+        let body = null;
+        try { body = await r.json(); } catch (_) { /* not JSON */ }
+        throw new Error(errorText(body, r.status));
+      }
+      row.replaceChildren(el("span", "muted", helped ? "Thanks, noted: it helped." : "Thanks, noted: it did not help."));
+    } catch (err) {
+      row.replaceChildren(el("span", "warn-inline", `Could not record: ${err.message}`));
+    }
+  };
+  yes.addEventListener("click", () => answer(true));
+  no.addEventListener("click", () => answer(false));
+  row.append(ask, yes, no);
+  bubble.appendChild(row);
+}
+
 function renderDecision(d) {
   els.providerName.textContent = d.name || "—";
   els.providerModel.textContent = d.model || "";
@@ -191,6 +242,8 @@ async function send(text) {
   els.reasoningSummary.textContent = "";
   els.reasoningCard.hidden = !els.deep.checked;
   let reply = "";
+  let turnId = "";
+  let analysed = false;
   try {
     const response = await fetch("/api/v1/chat/stream", {
       method: "POST",
@@ -209,7 +262,8 @@ async function send(text) {
       throw new Error(errorText(body, response.status));
     }
     for await (const { name, data } of sseEvents(response)) {
-      if (name === "emotion") renderEmotion(data);
+      if (name === "meta") turnId = data.request_id;
+      else if (name === "emotion") { analysed = true; renderEmotion(data); }
       else if (name === "degraded") { degraded.push(data); renderDegraded(degraded); }
       else if (name === "reasoning_step") addStep(data);
       else if (name === "reasoning") {
@@ -224,6 +278,7 @@ async function send(text) {
         renderDegraded(data.degraded || degraded);
         const meta = el("span", "meta", `${data.provider.name} · ${Math.round(data.timings_ms.total_ms)} ms`);
         bubble.appendChild(meta);
+        if (turnId && analysed) addFeedback(bubble, turnId);
       } else if (name === "error") throw new Error(errorText(data, data.error && data.error.status));
     }
     state.history.push({ role: "user", content: text }, { role: "assistant", content: reply });
