@@ -65,6 +65,7 @@ TOKENS = 20
 TOKENS_PER_SECOND = 10
 STREAM_SECONDS = TTFT_MS / 1000 + (TOKENS - 1) / TOKENS_PER_SECOND
 SECONDS = 12.0  # per path (direct, then through the router)
+RUNS = 5  # runs over the scripted conversations
 
 
 def row(name: str, unit: str, values: Sequence[float], target: str = "") -> str:
@@ -243,7 +244,7 @@ async def bench_decision(redis_url: str, mongo_db: Any, prompts: list[str], emot
         row("breaker record (Lua script in Redis, write-through)", "ms", record_ms, "after each call"),
         row("session read + topic check + write (Redis loopback)", "ms", sess_ms, "p99 <= 2 ms"),
     ]
-    lines += await bench_continuity(router, rng)
+    lines += await bench_continuity(router)
     await router.detector.close()
     await breakers.stop()
     await http.aclose()
@@ -251,7 +252,7 @@ async def bench_decision(redis_url: str, mongo_db: Any, prompts: list[str], emot
     return lines
 
 
-async def bench_continuity(router: Router, rng: random.Random) -> list[str]:
+async def bench_continuity(router: Router) -> list[str]:
     """Session continuity over the scripted conversations (real Redis sessions, no provider call).
 
     Each turn is routed as a direct call (the router finds the category itself) with a random
@@ -260,24 +261,30 @@ async def bench_continuity(router: Router, rng: random.Random) -> list[str]:
     """
     doc = yaml.safe_load((ROOT / "bench" / "data" / "router_conversations.yaml").read_text())
     kept = same = changed = new = 0
-    for n, conversation in enumerate(doc["conversations"]):
-        sid = f"conv-{n}-{rng.random():.6f}"
-        previous = ""
-        for i, (kind, text) in enumerate(conversation):
-            plan = await router.plan(chat_request(text, session_id=sid, cost_quality=rng.uniform(0.2, 0.8)))
-            d = plan.decision
-            if i > 0 and kind == "same":
-                same += 1
-                kept += d.provider == previous
-            elif i > 0:
-                new += 1
-                changed += d.topic.changed
-            await router._save_session(plan, d.provider)
-            previous = d.provider
+    shares = []
+    for seed in range(RUNS):  # each run draws other knobs, so the choice would move differently
+        rng = random.Random(seed)
+        run_kept = run_same = 0
+        for n, conversation in enumerate(doc["conversations"]):
+            sid = f"conv-{seed}-{n}"
+            previous = ""
+            for i, (kind, text) in enumerate(conversation):
+                plan = await router.plan(chat_request(text, session_id=sid, cost_quality=rng.uniform(0.2, 0.8)))
+                d = plan.decision
+                if i > 0 and kind == "same":
+                    run_same += 1
+                    run_kept += d.provider == previous
+                elif i > 0:
+                    new += 1
+                    changed += d.topic.changed
+                await router._save_session(plan, d.provider)
+                previous = d.provider
+        kept, same = kept + run_kept, same + run_same
+        shares.append(run_kept / max(run_same, 1))
     return [
         f"| session continuity: same-topic turns kept on the session's provider | {kept}/{same} = "
-        f"{kept / max(same, 1):.1%} | target >= 95%",
-        f"| topic changes detected (re-routed) | {changed}/{new} = {changed / max(new, 1):.1%} | ",
+        f"{kept / max(same, 1):.1%} over {RUNS} runs (worst run {min(shares):.1%}) | target >= 95%",
+        f"| topic changes re-routed | {changed}/{new} = {changed / max(new, 1):.1%} | ",
     ]
 
 

@@ -262,6 +262,8 @@ def decide(inputs: Inputs, policy: Policy, knobs: Knobs) -> Decision:
     session = inputs.session
     if session is not None:
         cue = continuation_cue(inputs.text, policy)
+        if not cue and policy.general_keeps and cat.category == "general" and session.category not in ("", "general"):
+            cue = "general message inside a topic"
         topic = judge_topic(
             session,
             cat.category,

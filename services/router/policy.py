@@ -52,6 +52,7 @@ class Policy:
     negative_emotions: frozenset[str]
     followup_keep: float
     topic_ema: float
+    general_keeps: bool
     short_words: int
     marker_max_words: int
     continuation_markers: tuple[str, ...]
@@ -130,6 +131,7 @@ def load_policy(path: Path | str | None = None) -> Policy:
         negative_emotions=frozenset(r.words(emp, "empathy.negative_emotions")),
         followup_keep=r.number(topic, "topic.followup_keep", 0, 1),
         topic_ema=r.number(topic, "topic.ema", 0, 1),
+        general_keeps=bool(topic.get("general_keeps", False)),
         short_words=int(r.number(topic, "topic.short_words", 0, 100)),
         marker_max_words=int(r.number(topic, "topic.marker_max_words", 0, 1000)),
         continuation_markers=r.words(topic, "topic.continuation_markers"),

@@ -237,3 +237,11 @@ def test_structural_follow_up_cues_keep_the_topic() -> None:
     )
     assert moved.topic.changed
     assert continuation_cue("andromeda galaxy distance from earth in light years?", POLICY) == ""
+
+
+def test_a_general_message_inside_a_topic_keeps_it() -> None:
+    general = CategoryScores((0.01, 0.01, 0.01, 0.01, 0.01, 0.95), 0.0, CategorySource.CLASSIFIER)
+    d = decide(
+        inputs(session=session(), category=general, text="how do I know which ones are right then?"), POLICY, KNOBS
+    )
+    assert not d.topic.changed and d.continuity and d.topic.category == "coding"
