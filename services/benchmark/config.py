@@ -30,7 +30,7 @@ class BenchmarkSettings:
     schedule_providers: tuple[str, ...] = env(
         "BENCHMARK_SCHEDULE_PROVIDERS",
         (),
-        "Comma-separated providers for scheduled runs (empty = every provider the router lists).",
+        "Comma-separated providers for scheduled and calibration runs (empty = every provider the router lists).",
     )
     schedule_max_items: int = env(
         "BENCHMARK_SCHEDULE_MAX_ITEMS",

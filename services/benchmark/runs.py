@@ -225,7 +225,13 @@ class RunManager:
             self.scheduler_stats.tick_seconds += time.perf_counter() - started
 
     async def calibrate(
-        self, *, max_items: int, max_cost_usd: float, retry_seconds: float, max_age_seconds: float
+        self,
+        *,
+        max_items: int,
+        max_cost_usd: float,
+        retry_seconds: float,
+        max_age_seconds: float,
+        only: Sequence[str] = (),
     ) -> Document | None:
         """Scheduler entry: a small run for the listed providers that lack a score in some category.
 
@@ -235,8 +241,9 @@ class RunManager:
         leases all or nothing (another run holding one = try again next pass). It pushes the
         schedule back (marks its suites started) only when it covers every listed provider, i.e.
         on a fresh system, so a new provider's calibration does not delay everyone's refresh.
+        ``only`` (BENCHMARK_SCHEDULE_PROVIDERS) limits it to those providers.
         """
-        listed = [p.name for p in await self.router.list_providers(10.0)]
+        listed = [p.name for p in await self.router.list_providers(10.0) if not only or p.name in only]
         if not listed:
             return None
         now = self.clock()

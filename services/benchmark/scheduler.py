@@ -57,6 +57,7 @@ class Scheduler:
                 max_cost_usd=self.cfg.calibration_max_cost_usd,
                 retry_seconds=self.cfg.calibration_retry_seconds,
                 max_age_seconds=self.cfg.max_age_seconds,
+                only=self.cfg.schedule_providers,
             )
             if started is not None:
                 log.info(
