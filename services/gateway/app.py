@@ -34,6 +34,7 @@ from services.gateway import (
 )
 from services.gateway.config import GatewaySettings
 from services.gateway.errors import GatewayError
+from services.gateway.identity import AuthMiddleware, TokenVerifier
 from services.gateway.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from services.gateway.peers import Peers
 from services.gateway.ratelimit import RateLimiter
@@ -186,6 +187,8 @@ def create_app(
     instrument_tracing(app)
 
     # Added innermost first: the request-context middleware ends up outermost.
+    if cfg.auth_mode == "jwt":  # inside the rate limit: floods of bad tokens are limited too
+        app.add_middleware(AuthMiddleware, verifier=TokenVerifier(cfg))
     if limiter is not None:
         app.add_middleware(
             RateLimitMiddleware,

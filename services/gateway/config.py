@@ -39,10 +39,49 @@ class GatewaySettings:
     rate_limit_fail_open: bool = env(
         "GATEWAY_RATE_LIMIT_FAIL_OPEN", True, "When Redis is unreachable, let requests through (logged) instead of 503."
     )
-    trust_forwarded_for: bool = env(
-        "GATEWAY_TRUST_X_FORWARDED_FOR",
-        False,
-        "Identify clients by the first X-Forwarded-For address (only behind a proxy that sets it).",
+    trusted_proxies: tuple[str, ...] = env(
+        "GATEWAY_TRUSTED_PROXIES",
+        (),
+        "Comma-separated addresses or CIDR ranges of proxies in front of the gateway. Empty = clients are "
+        "identified by the connection's peer address and X-Forwarded-For is ignored; set = when the peer is one "
+        "of them, the client is the last X-Forwarded-For hop that is not.",
+    )
+    auth_mode: str = env(
+        "GATEWAY_AUTH_MODE",
+        "off",
+        "End-user authentication on /api and /v1: `off` (local runs: user ids are taken as given) or `jwt` (a "
+        "signed bearer token is required; its `sub` is the student; on in the Kubernetes prod overlay).",
+        choices=("off", "jwt"),
+    )
+    jwt_hs256_secret: str = env(
+        "GATEWAY_JWT_HS256_SECRET", "", "Shared secret for HS256 tokens (at least 32 bytes).", secret=True
+    )
+    jwt_public_key_file: str = env(
+        "GATEWAY_JWT_PUBLIC_KEY_FILE", "", "PEM public key file for RS256 tokens (one issuer key)."
+    )
+    jwt_jwks_file: str = env(
+        "GATEWAY_JWT_JWKS_FILE", "", "JWKS file (JSON) with the RS256 public keys, chosen by the token's `kid`."
+    )
+    jwt_issuer: str = env("GATEWAY_JWT_ISSUER", "", "Required `iss` of tokens (required with GATEWAY_AUTH_MODE=jwt).")
+    jwt_audience: str = env(
+        "GATEWAY_JWT_AUDIENCE", "", "Required `aud` of tokens (required with GATEWAY_AUTH_MODE=jwt)."
+    )
+    jwt_leeway_seconds: float = env(
+        "GATEWAY_JWT_LEEWAY_SECONDS", 30.0, "Clock skew allowed on `exp`/`nbf`/`iat`.", minimum=0, maximum=600
+    )
+    jwt_role_claim: str = env(
+        "GATEWAY_JWT_ROLE_CLAIM", "role", "Claim naming the role: `student` (default) or `teacher`."
+    )
+    jwt_students_claim: str = env(
+        "GATEWAY_JWT_STUDENTS_CLAIM", "students", "Teacher tokens: claim listing the student ids the teacher may read."
+    )
+    jwt_groups_claim: str = env(
+        "GATEWAY_JWT_GROUPS_CLAIM", "groups", "Teacher tokens: claim listing groups (classes) the teacher may read."
+    )
+    auth_groups_file: str = env(
+        "GATEWAY_AUTH_GROUPS_FILE",
+        "",
+        'JSON file mapping a group to its student ids (`{"class-7b": ["s-1", "s-2"]}`) for the groups claim.',
     )
     cors_origins: tuple[str, ...] = env(
         "GATEWAY_CORS_ORIGINS", (), "Comma-separated origins allowed by CORS (`*` = any; empty = no CORS headers)."
