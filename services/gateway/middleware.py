@@ -6,11 +6,13 @@ and the per-request cost stays in the microseconds.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
@@ -149,6 +151,57 @@ class BodyLimitMiddleware:
                 await send_error(send, self._error(), {"connection": "close"})
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Sequence[str]) -> tuple[Network, ...]:
+    """``GATEWAY_TRUSTED_PROXIES`` entries as networks (a bare address is a /32 or /128); ValueError names a bad one."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or CIDR range: {entry!r}") from None
+    return tuple(networks)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from a forwarded hop ("1.2.3.4", "1.2.3.4:5678", "[::1]:80", "::1"); None if it is not one."""
+    hop = text.strip()
+    if hop.startswith("["):
+        hop = hop[1:].split("]", 1)[0]
+    elif hop.count(":") == 1:
+        hop = hop.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+
+
+def _trusted(addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None, trusted: tuple[Network, ...]) -> bool:
+    return addr is not None and any(addr in net for net in trusted)
+
+
+def client_address(peer: str | None, forwarded: Sequence[str], trusted: tuple[Network, ...]) -> str:
+    """Who the client is, for rate limiting.
+
+    Without trusted proxies: the connection's peer address, whatever the headers say. With them,
+    and only when the peer is one: walk X-Forwarded-For from the right (the hop our proxy
+    appended) past every trusted proxy; the first hop that is not trusted is the client. Hops a
+    client wrote itself are to the left of that and never reached.
+    """
+    if not peer:
+        return "unknown"
+    if not trusted or not _trusted(_address(peer), trusted):
+        return peer
+    hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        addr = _address(hop)
+        if not _trusted(addr, trusted):
+            return str(addr) if addr is not None else hop[:64]
+    return str(_address(hops[0])) if hops and _address(hops[0]) else peer
+
+
 class RateLimitMiddleware:
     """Token bucket per client on the API paths; 429 with Retry-After when the bucket is empty."""
 
@@ -158,24 +211,21 @@ class RateLimitMiddleware:
         limiter: RateLimiter,
         *,
         fail_open: bool,
-        trust_forwarded_for: bool,
+        trusted_proxies: Sequence[str] = (),
         prefixes: tuple[str, ...] = ("/api/", "/v1/"),
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.fail_open = fail_open
-        self.trust_forwarded_for = trust_forwarded_for
+        self.trusted = parse_networks(trusted_proxies)
         self.prefixes = prefixes
 
     def client_id(self, scope: Scope) -> str:
-        if self.trust_forwarded_for:
-            for key, value in scope["headers"]:
-                if key == b"x-forwarded-for":
-                    first = value.decode("latin-1").split(",")[0].strip()
-                    if first:
-                        return first
         client = scope.get("client")
-        return client[0] if client else "unknown"
+        forwarded = (
+            [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"] if self.trusted else []
+        )
+        return client_address(client[0] if client else None, forwarded, self.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):

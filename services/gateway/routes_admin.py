@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from masterx.benchmark.v1 import benchmark_pb2
@@ -24,11 +24,11 @@ RunId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 @router.post("/run-benchmarks", status_code=202, summary="Start a benchmark run now")
-async def run_benchmarks(
-    cfg: Cfg, peers: PeersDep, req: Annotated[RunBenchmarksRequest | None, Body()] = None
-) -> JSONResponse:
-    """Returns at once (202) with the run id; follow it at ``/api/v1/admin/benchmark-runs/{run_id}``."""
-    req = req or RunBenchmarksRequest.model_validate({})
+async def run_benchmarks(cfg: Cfg, peers: PeersDep, req: Annotated[RunBenchmarksRequest, Body()]) -> JSONResponse:
+    """Returns at once (202) with the run id; follow it at ``/api/v1/admin/benchmark-runs/{run_id}``.
+
+    The body is required: ``{}`` runs every suite on every provider; a missing or ``null`` body is
+    an error (it used to start everything)."""
     status = await rpc(
         "benchmark",
         peers.benchmark.StartRun(
@@ -54,7 +54,9 @@ async def get_run(run_id: RunId, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
 
 
 @router.get("/benchmark-runs/{run_id}/items", summary="Per-item results of a run, with evidence")
-async def run_items(run_id: RunId, cfg: Cfg, peers: PeersDep, provider: str = "") -> dict[str, Any]:
+async def run_items(
+    run_id: RunId, cfg: Cfg, peers: PeersDep, provider: Annotated[str, Query(max_length=64)] = ""
+) -> dict[str, Any]:
     resp = await rpc(
         "benchmark",
         peers.benchmark.ListItemResults(

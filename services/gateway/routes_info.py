@@ -31,7 +31,9 @@ async def benchmarks(
     cfg: Cfg,
     peers: PeersDep,
     category: Annotated[CategoryName | None, Query(description="One category; omitted = every category.")] = None,
-    max_age_seconds: Annotated[int, Query(ge=0, description="Ignore older scores (0 = service default).")] = 0,
+    max_age_seconds: Annotated[
+        int, Query(ge=0, le=315_360_000, description="Ignore older scores (0 = service default; at most 10 years).")
+    ] = 0,
 ) -> dict[str, Any]:
     if category is not None:
         board = await rpc(
@@ -80,8 +82,8 @@ async def provider_health(cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
 async def costs(
     cfg: Cfg,
     peers: PeersDep,
-    user_id: str = "",
-    provider: str = "",
+    user_id: Annotated[str, Query(max_length=128, description="One student (the shared user id rule).")] = "",
+    provider: Annotated[str, Query(max_length=64)] = "",
     since: Annotated[str, Query(description="First day YYYY-MM-DD (default 30 days ago).")] = "",
     until: Annotated[str, Query(description="Last day YYYY-MM-DD (default today).")] = "",
 ) -> dict[str, Any]:

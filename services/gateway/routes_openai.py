@@ -25,6 +25,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.deps import get_peers, get_settings
 from services.gateway.disconnect import EventStreamResponse, cancel_on_disconnect
 from services.gateway.errors import GatewayError, bad_request, from_rpc_error
+from services.gateway.identity import student_for
 from services.gateway.peers import Peers, rpc
 from services.gateway.schemas import ChatCompletionRequest
 
@@ -102,9 +103,16 @@ def _extension(done: router_pb2.GenerateResponse, emotion: common_pb2.EmotionRes
 async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: Cfg, peers: PeersDep) -> Any:
     messages = to_chat_messages(body, cfg)
     routed = body.model.lower() in ROUTED_MODELS
-    user = body.user or ""
+    user = student_for(request, body.user or "", field="user", write=True)
     log.info("completion", extra={"model": body.model, "stream": body.stream, **text_fingerprint(messages[-1].content)})
-    emotion = await _emotion(peers, cfg, messages[-1].content, user)
+    # Routing reads the emotion result, so a routed request waits for it. A pinned one does not:
+    # its analysis (the student's history, the `masterx.emotion` field) runs during generation.
+    emotion: common_pb2.EmotionResult | None = None
+    emotion_task: asyncio.Task[common_pb2.EmotionResult | None] | None = None
+    if routed:
+        emotion = await _emotion(peers, cfg, messages[-1].content, user)
+    elif cfg.openai_emotion:
+        emotion_task = asyncio.create_task(_emotion(peers, cfg, messages[-1].content, user))
     gen = router_pb2.GenerateRequest(
         messages=messages,
         user_id=user,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.redis_store import RedisSettings
 from masterx_runtime.testing.servers import free_port
+from services.gateway.__main__ import uvicorn_config
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 
@@ -37,7 +38,8 @@ async def running_gateway(
     """Serve ``create_app(...)`` with uvicorn on a free port; yield its base URL and the app."""
     app = create_app(settings, peers, redis or RedisSettings())
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    # The gateway's own uvicorn settings (proxy headers off), as `python -m services.gateway` runs it.
+    config = uvicorn_config(app, settings, host="127.0.0.1", port=port, timeout_graceful_shutdown=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

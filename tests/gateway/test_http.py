@@ -73,18 +73,13 @@ async def test_service_down_is_503_naming_it(client: httpx.AsyncClient) -> None:
         assert (resp.status_code, error_of(resp)["service"]) == (503, service)
 
 
-async def test_stream_reports_degraded_services_then_the_router_error(client: httpx.AsyncClient) -> None:
+async def test_stream_answers_a_router_error_before_streaming_with_its_http_status(client: httpx.AsyncClient) -> None:
+    """Emotion and reasoning only degrade; the router failing before its decision is the HTTP status."""
     resp = await client.post("/api/v1/chat/stream", json={"message": "hello", "deep_thinking": True})
-    assert resp.status_code == 200
-    assert resp.headers["content-type"].startswith("text/event-stream")
-    events = parse_sse(resp.text)
-    names = [n for n, _ in events]
-    assert names[0] == "meta"
-    degraded = [d["service"] for n, d in events if n == "degraded"]
-    assert degraded == ["emotion", "reasoning", "reasoning"]  # Analyze, AllocateBudget, Reason
-    assert names[-1] == "error"
-    assert events[-1][1]["error"]["service"] == "router"
-    assert events[-1][1]["error"]["status"] == 503
+    assert resp.status_code == 503
+    assert resp.headers["content-type"].startswith("application/json")
+    err = error_of(resp)
+    assert err["service"] == "router" and err["code"] == "UNAVAILABLE"
 
 
 def parse_sse(text: str) -> list[tuple[str, dict]]:
@@ -240,7 +235,7 @@ async def test_openai_client_sees_the_service_error(client: httpx.AsyncClient) -
 
 
 async def test_rate_limit_per_client_with_retry_after(redis_url: str, redis_prefix: str) -> None:
-    settings = gateway_settings(rate_limit_per_minute=3, trust_forwarded_for=True)
+    settings = gateway_settings(rate_limit_per_minute=3, trusted_proxies=("127.0.0.1",))
     redis = RedisSettings(url=redis_url, key_prefix=redis_prefix)
     async with running_gateway(settings, peers_at(), redis) as (url, _), httpx.AsyncClient(base_url=url) as c:
         alice = {"X-Forwarded-For": "10.0.0.1"}

@@ -1,0 +1,283 @@
+"""Input rules shared by the gateway and every service: the user id rule, text caps, number ranges.
+
+The rules live in ``input_limits.json`` beside this file. :func:`check_request` walks a protobuf
+request (nested messages, repeated and map fields) and raises :class:`InvalidArgument` naming the
+first field that breaks a rule: a string or bytes value over its cap, a repeated field with too
+many elements, a float that is NaN or infinite, a number outside its configured range, or a
+``user_id``/``student_id`` that does not match the user id rule. :class:`RequestValidationInterceptor`
+applies it to every RPC of a server (request streams message by message), before the handler;
+the service's own, more specific checks run after it.
+
+The gateway uses the same constants (:data:`USER_ID_PATTERN`, :data:`USER_ID_MAX_CHARS`) in its
+pydantic models, so an id the gateway accepts is one every service accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.interceptors import Behavior, _drain, _WrappingInterceptor
+
+RULES_FILE = Path(__file__).with_name("input_limits.json")
+
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
+UINT32_RANGE = (0, 2**32 - 1)
+UINT64_RANGE = (0, 2**64 - 1)
+_MAX_DEPTH = 32
+
+_FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_INTS = (
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_SFIXED64,
+)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The parsed rules file."""
+
+    user_id_pattern: str
+    user_id_max_chars: int
+    user_id_fields: frozenset[str]
+    max_string_chars: int
+    max_bytes: int
+    max_items: int
+    string_caps: dict[str, int] = field(default_factory=dict)
+    field_caps: dict[str, int] = field(default_factory=dict)
+    numbers: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def user_id_re(self) -> re.Pattern[str]:
+        return _compiled(self.user_id_pattern)
+
+    def string_cap(self, fd: FieldDescriptor) -> int:
+        if fd.full_name in self.field_caps:
+            return self.field_caps[fd.full_name]
+        if fd.name in self.user_id_fields:
+            return self.user_id_max_chars
+        return self.string_caps.get(fd.name, self.max_string_chars)
+
+
+@lru_cache(maxsize=8)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def load_rules(path: Path = RULES_FILE) -> Rules:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    uid, defaults = raw["user_id"], raw["defaults"]
+    return Rules(
+        user_id_pattern=str(uid["pattern"]),
+        user_id_max_chars=int(uid["max_chars"]),
+        user_id_fields=frozenset(uid["fields"]),
+        max_string_chars=int(defaults["max_string_chars"]),
+        max_bytes=int(defaults["max_bytes"]),
+        max_items=int(defaults["max_items"]),
+        string_caps={str(k): int(v) for k, v in (raw.get("strings") or {}).items()},
+        field_caps={str(k): int(v["max_chars"]) for k, v in (raw.get("fields") or {}).items()},
+        numbers={str(k): (float(v[0]), float(v[1])) for k, v in (raw.get("numbers") or {}).items()},
+    )
+
+
+RULES = load_rules()
+#: The user id rule (regular expression) every service and the gateway apply.
+USER_ID_PATTERN = RULES.user_id_pattern
+USER_ID_MAX_CHARS = RULES.user_id_max_chars
+USER_ID_RE = RULES.user_id_re
+
+
+def user_id_problem(value: str) -> str:
+    """Why ``value`` is not a valid user id ("" when it is; the empty string is "missing")."""
+    if not value:
+        return "is empty"
+    if len(value) > USER_ID_MAX_CHARS:
+        return f"is longer than {USER_ID_MAX_CHARS} characters"
+    if not USER_ID_RE.match(value):
+        return "may contain only letters, digits and _ . : @ - (1-128 characters)"
+    return ""
+
+
+def check_user_id(value: str, field_name: str = "user_id", *, required: bool = False) -> str:
+    """``value`` when it follows the user id rule (or is empty and not required); else InvalidArgument."""
+    if not value and not required:
+        return value
+    problem = user_id_problem(value)
+    if problem:
+        raise InvalidArgument(f"{field_name} {problem}", reason="INVALID_USER_ID", field=field_name)
+    return value
+
+
+def check_text(value: str, field_name: str, max_chars: int, *, required: bool = False) -> str:
+    """``value`` when it is at most ``max_chars`` characters (and not blank when required)."""
+    if required and not value.strip():
+        raise InvalidArgument(f"{field_name} is empty", reason="EMPTY_FIELD", field=field_name)
+    if len(value) > max_chars:
+        raise InvalidArgument(
+            f"{field_name} is longer than {max_chars} characters ({len(value)})", reason="TOO_LONG", field=field_name
+        )
+    return value
+
+
+def check_number(value: float, field_name: str, low: float | None = None, high: float | None = None) -> float:
+    """``value`` when it is finite and within [low, high]."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgument(f"{field_name} must be a finite number", reason="NOT_FINITE", field=field_name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidArgument(
+            f"{field_name} must be between {low} and {high} (got {value})",
+            reason="OUT_OF_RANGE",
+            field=field_name,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    message: str
+    reason: str
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(f"{self.field}: {self.message}", reason=self.reason, field=self.field)
+
+
+def _scalar(fd: FieldDescriptor, value: Any, path: str, rules: Rules) -> Violation | None:
+    kind = fd.type
+    if kind == FieldDescriptor.TYPE_STRING:
+        cap = rules.string_cap(fd)
+        if len(value) > cap:
+            return Violation(path, f"longer than {cap} characters ({len(value)})", "TOO_LONG")
+        if fd.name in rules.user_id_fields and value and not rules.user_id_re.match(value):
+            return Violation(path, user_id_problem(value), "INVALID_USER_ID")
+        return None
+    if kind == FieldDescriptor.TYPE_BYTES:
+        if len(value) > rules.max_bytes:
+            return Violation(path, f"longer than {rules.max_bytes} bytes ({len(value)})", "TOO_LONG")
+        return None
+    if kind in _FLOATS and not math.isfinite(value):
+        return Violation(path, "must be a finite number (no NaN or infinity)", "NOT_FINITE")
+    if kind in _FLOATS or kind in _INTS:
+        bounds = rules.numbers.get(fd.full_name)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            return Violation(path, f"must be between {bounds[0]:g} and {bounds[1]:g} (got {value:g})", "OUT_OF_RANGE")
+    return None
+
+
+def _is_map(fd: FieldDescriptor) -> bool:
+    return (
+        fd.type == FieldDescriptor.TYPE_MESSAGE
+        and fd.message_type is not None
+        and fd.message_type.GetOptions().map_entry
+    )
+
+
+def _violations(message: Message, rules: Rules, prefix: str, depth: int) -> Iterator[Violation]:
+    if depth > _MAX_DEPTH:
+        yield Violation(prefix or "request", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
+        return
+    for fd, value in message.ListFields():
+        path = f"{prefix}.{fd.name}" if prefix else fd.name
+        if _is_map(fd):
+            if len(value) > rules.max_items:
+                yield Violation(path, f"has more than {rules.max_items} entries ({len(value)})", "TOO_MANY")
+                return
+            entry = fd.message_type
+            assert entry is not None
+            key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
+            for key, item in value.items():
+                where = f"{path}[{key!r}]"
+                if (v := _scalar(key_fd, key, where, rules)) is not None:
+                    yield v
+                if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+                    yield from _violations(item, rules, where, depth + 1)
+                elif (v := _scalar(value_fd, item, where, rules)) is not None:
+                    yield v
+            continue
+        if fd.is_repeated:
+            if len(value) > rules.max_items:
+                yield Violation(path, f"has more than {rules.max_items} elements ({len(value)})", "TOO_MANY")
+                return
+            for i, item in enumerate(value):
+                if fd.type == FieldDescriptor.TYPE_MESSAGE:
+                    yield from _violations(item, rules, f"{path}[{i}]", depth + 1)
+                elif (v := _scalar(fd, item, f"{path}[{i}]", rules)) is not None:
+                    yield v
+            continue
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            yield from _violations(value, rules, path, depth + 1)
+        elif (v := _scalar(fd, value, path, rules)) is not None:
+            yield v
+
+
+def request_violations(message: Message, rules: Rules = RULES) -> list[Violation]:
+    """Every rule ``message`` breaks (empty when it is fine)."""
+    return list(_violations(message, rules, "", 0))
+
+
+def check_request(message: Any, rules: Rules = RULES) -> None:
+    """Raise InvalidArgument for the first rule a protobuf request breaks; anything else passes."""
+    if isinstance(message, Message):
+        for violation in _violations(message, rules, "", 0):
+            raise violation.error()
+
+
+def unknown_rule_fields(descriptors: list[Descriptor], rules: Rules = RULES) -> list[str]:
+    """Full field names in the rules file that none of ``descriptors`` (and their nested types) has."""
+    known: set[str] = set()
+    pending = list(descriptors)
+    while pending:
+        d = pending.pop()
+        known.update(f.full_name for f in d.fields)
+        pending.extend(d.nested_types)
+    return sorted(n for n in (*rules.field_caps, *rules.numbers) if n not in known)
+
+
+async def _checked(requests: AsyncIterator[Any], rules: Rules) -> AsyncIterator[Any]:
+    async for message in requests:
+        check_request(message, rules)
+        yield message
+
+
+class RequestValidationInterceptor(_WrappingInterceptor):
+    """Checks every request (and every message of a request stream) against the shared rules."""
+
+    def __init__(self, rules: Rules = RULES) -> None:
+        self.rules = rules
+
+    def _request(self, request: Any) -> Any:
+        if hasattr(request, "__aiter__"):
+            return _checked(request, self.rules)
+        check_request(request, self.rules)
+        return request
+
+    async def around_unary(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> Any:
+        return await behavior(self._request(request), context)
+
+    async def around_stream(
+        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> AsyncIterator[Any]:
+        async for item in _drain(behavior, self._request(request), context):
+            yield item
