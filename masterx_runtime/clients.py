@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from masterx_runtime import tracing
 from masterx_runtime.config import load
 from masterx_runtime.interceptors import REQUEST_ID_KEY
 from masterx_runtime.logs import request_id_var
@@ -81,7 +82,7 @@ def channel(address: str, *, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.a
             ("grpc.max_send_message_length", max_message_bytes),
             *channel_options(),
         ],
-        interceptors=[_RequestIdClientInterceptor()],
+        interceptors=[*tracing.client_interceptors(), _RequestIdClientInterceptor()],
     )
 
 

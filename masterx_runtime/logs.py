@@ -7,9 +7,13 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+#: Set by masterx_runtime.tracing while tracing is on: the current trace id ("" outside a span).
+trace_id_getter: Callable[[], str] | None = None
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -33,6 +37,8 @@ class JsonFormatter(logging.Formatter):
         rid = request_id_var.get()
         if rid:
             out["request_id"] = rid
+        if trace_id_getter is not None and (tid := trace_id_getter()):
+            out["trace_id"] = tid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from masterx_runtime import logs, metrics, outbox
+from masterx_runtime import logs, metrics, outbox, tracing
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import Unavailable
 from masterx_runtime.interceptors import default_interceptors
@@ -170,6 +170,7 @@ class GrpcServer:
             ]
         server = grpc.aio.server(
             interceptors=[
+                *tracing.server_interceptors(),
                 *default_interceptors(self.app.name),
                 ReadinessInterceptor(self.not_ready_reason),
             ],
@@ -253,13 +254,17 @@ async def serve(app: ServiceApp, settings: ServerSettings) -> None:
             # otherwise their cleanup runs after asyncio.run closed it ("Event loop is closed").
             with contextlib.suppress(Exception):
                 await server.stop(grace=0)
+            tracing.shutdown()
             start_task.result()  # re-raise startup failures
         await waiter
     else:
         start_task.cancel()
         await asyncio.gather(start_task, return_exceptions=True)
     log.info("signal received, shutting down")
-    await server.stop()
+    try:
+        await server.stop()
+    finally:
+        tracing.shutdown()
 
 
 def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
@@ -275,6 +280,7 @@ def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
         sys.exit(2)
     logs.configure(settings.log_level, settings.log_format, app_cls.name)
     try:
+        tracing.setup(app_cls.name)
         app = factory()
     except ConfigError as exc:
         print(f"{app_cls.name}: {exc}", file=sys.stderr)

@@ -66,6 +66,28 @@ class PeerSettings:
     )
 
 
+@settings("runtime")
+class TracingSettings:
+    """OpenTelemetry tracing (standard OTel names; the SDK reads the other OTEL_* variables itself)."""
+
+    otlp_endpoint: str = env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "",
+        "OTLP/gRPC collector (e.g. `http://127.0.0.1:4317`): set = every service and the gateway export "
+        "spans there and log `trace_id`; empty = tracing off (no tracer, exporter or interceptor is loaded).",
+    )
+    otlp_traces_endpoint: str = env(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "Collector for traces only; wins over OTEL_EXPORTER_OTLP_ENDPOINT."
+    )
+    otlp_protocol: str = env(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTLP transport; only `grpc` is shipped.", choices=("grpc",)
+    )
+    service_name: str = env(
+        "OTEL_SERVICE_NAME", "", "`service.name` of the spans (empty = `masterx-<service>`, e.g. `masterx-router`)."
+    )
+    sdk_disabled: bool = env("OTEL_SDK_DISABLED", False, "Turn tracing off even when an endpoint is set.")
+
+
 @settings("reliability")
 class ReliabilitySettings:
     """Outboxes (writes kept on local disk while a store is down), store watching, channel tuning."""

@@ -110,6 +110,12 @@ class GatewaySettings:
     ready_timeout_seconds: float = env(
         "GATEWAY_READY_TIMEOUT_SECONDS", 1.0, "Deadline of each health check behind /readyz.", minimum=0.01
     )
+    ready_requires: tuple[str, ...] = env(
+        "GATEWAY_READY_REQUIRES",
+        ("router",),
+        "Services /readyz needs SERVING (comma-separated); chat works with only the router, so the "
+        "others (emotion, reasoning, benchmark) and Redis are reported as degraded, not required.",
+    )
     system_prompt: str = env(
         "GATEWAY_SYSTEM_PROMPT",
         "You are MasterX, a patient tutor. Explain step by step, check understanding, and keep answers focused.",
@@ -125,4 +131,19 @@ class GatewaySettings:
         10.0,
         "On SIGTERM, open requests (streams too) get this long before they are cancelled.",
         minimum=0,
+    )
+    ops_sample_seconds: float = env(
+        "GATEWAY_OPS_SAMPLE_SECONDS",
+        5.0,
+        "Ops page: how often the gateway samples every provider's breaker state and failure rate (0 = no sampler).",
+        minimum=0,
+    )
+    ops_history_samples: int = env(
+        "GATEWAY_OPS_HISTORY_SAMPLES", 720, "Ops page: breaker samples kept per provider (in memory).", minimum=1
+    )
+    ops_recent_decisions: int = env(
+        "GATEWAY_OPS_RECENT_DECISIONS", 50, "Ops page: routing decisions of chat turns kept (in memory).", minimum=1
+    )
+    ops_cost_days: int = env(
+        "GATEWAY_OPS_COST_DAYS", 14, "Ops page: UTC days of spend in the chart.", minimum=1, maximum=366
     )
