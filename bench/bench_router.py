@@ -277,7 +277,7 @@ async def bench_continuity(router: Router) -> list[str]:
                 elif i > 0:
                     new += 1
                     changed += d.topic.changed
-                await router._save_session(plan, d.provider)
+                await router.books.save_session(plan, d.provider)
                 previous = d.provider
         kept, same = kept + run_kept, same + run_same
         shares.append(run_kept / max(run_same, 1))

@@ -6,7 +6,6 @@ the I/O that carries it out in ``engine.py``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -16,9 +15,9 @@ from typing import Any
 import grpc
 import redis.asyncio as aioredis
 
-from masterx.router.v1 import router_pb2, router_pb2_grpc
+from masterx.router.v1 import router_pb2_grpc
 from masterx_runtime.config import load
-from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
+from masterx_runtime.errors import Unavailable
 from masterx_runtime.readiness import Dependency
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
@@ -26,10 +25,10 @@ from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
 from masterx_runtime.stores.redis_store import RedisSettings, connect_redis, redis_dependency
 from services.router.breaker import BreakerBoard, BreakerConfig
 from services.router.category import CategoryDetector
-from services.router.classifier.model import CATEGORY_ENUM, MODEL_PATH, CategoryClassifier
+from services.router.classifier.model import MODEL_PATH, CategoryClassifier
 from services.router.config import RouterSettings
 from services.router.engine import Router
-from services.router.ledger import INDEXES, CostLedger, RateLimiter, parse_day, utc_day
+from services.router.ledger import INDEXES, CostLedger, RateLimiter
 from services.router.policy import load_policy
 from services.router.priors import load_priors
 from services.router.providers.base import Provider, ProviderSpec
@@ -195,72 +194,3 @@ class RouterApp(ServiceApp):
         details["scores"] = "benchmark" if self.book.last_refresh else "priors"
         details["priors_version"] = self.priors.version
         return details
-
-    # ------------------------------------------------------------------ read-only RPCs
-
-    def list_providers(self) -> router_pb2.ListProvidersResponse:
-        assert self.breakers is not None
-        out = router_pb2.ListProvidersResponse()
-        for spec in self.specs:
-            view = self.breakers.views[spec.name]
-            out.providers.add(
-                name=spec.name,
-                kind=spec.kind,
-                model=spec.model,
-                breaker_state=self.breakers.state_for_ranking(spec.name),
-                failure_rate=view.failure_rate,
-                window_calls=view.window_calls,
-                input_price_per_mtok=spec.input_price_per_mtok,
-                output_price_per_mtok=spec.output_price_per_mtok,
-                context_window=spec.context_window,
-                max_output_tokens=spec.max_output_tokens,
-                consecutive_trips=view.trips,
-                open_until=view.open_until,
-                daily_budget_usd=spec.daily_budget_usd or self.cfg.provider_daily_budget_usd,
-            )
-        return out
-
-    async def get_costs(self, request: router_pb2.GetCostsRequest) -> router_pb2.GetCostsResponse:
-        today = utc_day()
-        until = parse_day(request.until_day, "until_day") if request.until_day else today
-        since = (
-            parse_day(request.since_day, "since_day")
-            if request.since_day
-            else (dt.date.fromisoformat(until) - dt.timedelta(days=30)).isoformat()
-        )
-        if since > until:
-            raise InvalidArgument(
-                f"since_day {since} is after until_day {until}", reason="BAD_RANGE", field="since_day"
-            )
-        rows = await self.router.ledger.costs(request.user_id, request.provider, since, until)
-        out = router_pb2.GetCostsResponse()
-        for r in rows:
-            out.rows.add(
-                day=r.day,
-                user_id=r.user_id,
-                provider=r.provider,
-                requests=r.requests,
-                input_tokens=r.input_tokens,
-                output_tokens=r.output_tokens,
-                cost_usd=r.cost_usd,
-            )
-        out.total_cost_usd = sum(r.cost_usd for r in rows)
-        out.total_tokens = sum(r.input_tokens + r.output_tokens for r in rows)
-        out.total_requests = sum(r.requests for r in rows)
-        return out
-
-    async def get_session(self, request: router_pb2.GetSessionRequest) -> router_pb2.Session:
-        if not request.session_id:
-            raise InvalidArgument("session_id is required", reason="NO_SESSION_ID", field="session_id")
-        session, ttl = await self.router.sessions.load_with_ttl(request.session_id)
-        if session is None:
-            raise NotFound(f"no session {request.session_id!r} (never routed, or expired)", reason="UNKNOWN_SESSION")
-        return router_pb2.Session(
-            session_id=session.session_id,
-            provider=session.provider,
-            category=CATEGORY_ENUM.get(session.category, 0),  # type: ignore[arg-type]
-            provider_history=session.provider_history,
-            topic_history=[CATEGORY_ENUM[c] for c in session.topic_history if c in CATEGORY_ENUM],  # type: ignore[misc]
-            turns=session.turns,
-            ttl_seconds=ttl,
-        )

@@ -28,7 +28,6 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pymongo.errors import PyMongoError
@@ -37,20 +36,17 @@ from redis.exceptions import RedisError
 from masterx_runtime.errors import (
     DeadlineExceeded,
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
-    ResourceExhausted,
     Unavailable,
 )
-from masterx_runtime.logs import request_id_var
 from services.router import metrics
+from services.router.books import Books
 from services.router.breaker import BreakerBoard, Gate, Permit
 from services.router.category import CategoryDetector
 from services.router.complexity import estimate_complexity
 from services.router.config import RouterSettings
 from services.router.decision import (
     Complexity,
-    Decision,
     Exclusion,
     ExclusionReason,
     Inputs,
@@ -59,7 +55,8 @@ from services.router.decision import (
     decide,
 )
 from services.router.domain import Answer, Attempt, CategoryScores, CategorySource, ComplexitySource, RouteRequest
-from services.router.ledger import Charge, CostLedger, RateLimiter
+from services.router.ledger import CostLedger, RateLimiter
+from services.router.plan import Plan, exhausted, tries
 from services.router.policy import Policy
 from services.router.providers.base import (
     Completion,
@@ -70,36 +67,14 @@ from services.router.providers.base import (
     StreamDelta,
     StreamEnd,
     StreamEvent,
-    Usage,
-    estimate_input_tokens,
-    estimate_tokens,
 )
 from services.router.scores import ScoreBook
-from services.router.sessions import SessionState, SessionStore, advance
+from services.router.sessions import SessionState, SessionStore
 from services.router.streaming import Mailbox, OpenStream, first_event, pump
 
 log = logging.getLogger("masterx.router")
 
 T = TypeVar("T")
-
-
-@dataclass
-class Plan:
-    """A decision plus what carrying it out needs."""
-
-    request: RouteRequest
-    decision: Decision
-    session: SessionState | None
-    decision_ms: float
-    attempts: list[Attempt] = field(default_factory=list)
-
-    @property
-    def order(self) -> list[str]:
-        return self.decision.order
-
-    @property
-    def pinned(self) -> bool:
-        return bool(self.request.pinned)
 
 
 #: What GenerateStream yields: the plan first, then text deltas, then the answer.
@@ -139,6 +114,7 @@ class Router:
             empathy_negative_threshold=cfg.empathy_negative_threshold,
             user_daily_budget_usd=cfg.user_daily_budget_usd,
         )
+        self.books = Books(cfg, policy, self.providers, ledger=ledger, limiter=limiter, sessions=sessions)
         self._budgets = {
             name: (p.spec.daily_budget_usd if p.spec.daily_budget_usd else cfg.provider_daily_budget_usd)
             for name, p in self.providers.items()
@@ -251,7 +227,7 @@ class Router:
             return await self._complete_once(plan, name, permit, deadline)
 
         name, completion = await self._attempt_loop(plan, deadline, once)
-        return plan, await self._finish(plan, name, completion)
+        return plan, await self._done(plan, name, completion)
 
     async def generate_stream(self, req: RouteRequest, time_remaining: float | None) -> AsyncIterator[StreamItem]:
         deadline, explicit = self.deadline(time_remaining)
@@ -272,7 +248,7 @@ class Router:
         """Walk the candidates (retrying the last one when worth it) until an attempt succeeds."""
         for index, name in enumerate(plan.order):
             retries = 0
-            while _tries(plan) < self.cfg.max_attempts:
+            while tries(plan) < self.cfg.max_attempts:
                 self._check_deadline(plan, deadline)
                 permit = await self._admit(plan, name)
                 if permit is None:
@@ -283,7 +259,7 @@ class Router:
                 if not await self._retry_pause(plan, result, index, retries, deadline):
                     break
                 retries += 1
-        raise self._exhausted(plan, deadline)
+        raise exhausted(plan, past_deadline=asyncio.get_running_loop().time() >= deadline - 0.01)
 
     async def _relay(
         self, plan: Plan, name: str, opened: OpenStream, permit: Permit, hard_deadline: float
@@ -305,7 +281,7 @@ class Router:
                     event = await box.take(parts)
         except ProviderError as err:
             await self._fail(plan, name, permit, err, opened.started)
-            self._charge_broken(plan, name, "".join(parts), opened.started)
+            self.books.charge_broken(plan, name, "".join(parts), opened.started)
             sent = sum(map(len, parts))
             if asyncio.get_running_loop().time() >= hard_deadline:
                 raise DeadlineExceeded(
@@ -329,7 +305,7 @@ class Router:
         latency = (time.perf_counter() - opened.started) * 1000
         done = Completion("".join(parts), event.usage, event.finish_reason, event.model, latency, opened.ttft_ms)
         await self.breakers.record(name, permit, ok=True, seconds=latency / 1000)
-        yield await self._finish(plan, name, done)
+        yield await self._done(plan, name, done)
 
     # ------------------------------------------------------------------ attempts
 
@@ -433,7 +409,7 @@ class Router:
         last_candidate = plan.pinned or index == len(plan.order) - 1
         if not (err.retryable and last_candidate and retries < self.cfg.retries_per_provider):
             return False
-        if self.breakers.check(err.provider) == Gate.SKIP or _tries(plan) >= self.cfg.max_attempts:
+        if self.breakers.check(err.provider) == Gate.SKIP or tries(plan) >= self.cfg.max_attempts:
             return False
         cap = min(self.cfg.retry_backoff_max_ms, self.cfg.retry_backoff_base_ms * 2**retries) / 1000
         pause = self.rng.uniform(0, cap)
@@ -444,98 +420,8 @@ class Router:
         await asyncio.sleep(pause)
         return True
 
-    def _exhausted(self, plan: Plan, deadline: float) -> Exception:
-        tried = ", ".join(f"{a.provider} ({a.outcome}: {a.error})" for a in plan.attempts) or "none"
-        outcomes = {a.outcome for a in plan.attempts}
-        if asyncio.get_running_loop().time() >= deadline - 0.01:
-            return DeadlineExceeded(f"the request deadline passed before an answer was complete (tried: {tried})")
-        if outcomes == {"rate_limited"}:
-            return ResourceExhausted(f"every candidate is rate-limited: {tried}", reason="RATE_LIMITED")
-        if plan.pinned and outcomes <= {"bad_request"} and outcomes:
-            return InvalidArgument(f"the provider refused the request: {tried}", reason="PROVIDER_BAD_REQUEST")
-        return Unavailable(
-            f"every candidate provider failed: {tried}", reason="ALL_PROVIDERS_FAILED", dependency="providers"
-        )
-
     # ------------------------------------------------------------------ bookkeeping
 
-    def _charge(self, plan: Plan, name: str, model: str, usage: Usage, latency_ms: float, partial: bool) -> float:
-        provider, req = self.providers[name], plan.request
-        cost = provider.spec.cost_usd(usage)
-        self.ledger.submit(
-            Charge(
-                user_id=req.user_id,
-                provider=name,
-                model=model or provider.spec.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                estimated=usage.estimated,
-                cost_usd=cost,
-                purpose=req.purpose,
-                session_id=req.session_id,
-                latency_ms=latency_ms,
-                request_id=request_id_var.get(),
-                partial=partial,
-            )
-        )
-        return cost
-
-    def _charge_broken(self, plan: Plan, name: str, text: str, started: float) -> None:
-        """A stream that broke after text was sent still spent tokens: charge them (estimated, partial)."""
-        usage = Usage(estimate_input_tokens(plan.request.chat), estimate_tokens(text), estimated=True)
-        self._charge(plan, name, "", usage, (time.perf_counter() - started) * 1000, partial=True)
-
-    async def _finish(self, plan: Plan, name: str, done: Completion) -> Answer:
-        provider = self.providers[name]
-        cost = self._charge(plan, name, done.model, done.usage, done.latency_ms, partial=False)
+    async def _done(self, plan: Plan, name: str, done: Completion) -> Answer:
         self._note(plan, name, "ok", "", done.latency_ms)
-        if name != plan.order[0]:
-            metrics.FALLBACKS.inc()
-        metrics.TOKENS.labels(name, "input").inc(done.usage.input_tokens)
-        metrics.TOKENS.labels(name, "output").inc(done.usage.output_tokens)
-        metrics.COST.labels(name).inc(cost)
-        metrics.PROVIDER_TTFT.labels(name).observe(done.ttft_ms / 1000)
-        await asyncio.gather(
-            self._safe(self.limiter.add_tokens(name, done.usage.total_tokens), "rate limiter"),
-            self._safe(self._save_session(plan, name), "session"),
-        )
-        return Answer(
-            text=done.text,
-            provider=name,
-            model=done.model or provider.spec.model,
-            usage=done.usage,
-            cost_usd=cost,
-            latency_ms=done.latency_ms,
-            ttft_ms=done.ttft_ms,
-            finish_reason=done.finish_reason,
-            attempts=tuple(plan.attempts),
-        )
-
-    async def _save_session(self, plan: Plan, name: str) -> None:
-        if plan.session is None:
-            return
-        d = plan.decision
-        updated = advance(
-            plan.session,
-            d.topic,
-            d.category.probabilities,
-            name,
-            history_limit=self.cfg.session_history,
-            ema=self.policy.topic_ema,
-            distress=d.escalation.distress,
-            escalated=d.escalation.active,
-            distress_window=self.policy.escalation.window,
-        )
-        await self.sessions.save(updated)
-
-    @staticmethod
-    async def _safe(coro: Awaitable[object], what: str) -> None:
-        try:
-            await coro
-        except Exception as exc:  # bookkeeping must not fail an answered request
-            log.error("bookkeeping failed", extra={"what": what, "error": f"{type(exc).__name__}: {exc}"})
-
-
-def _tries(plan: Plan) -> int:
-    """Provider calls actually made (refusals by a breaker or a local rate limit cost nothing)."""
-    return sum(1 for a in plan.attempts if a.outcome not in ("breaker_open", "rate_limited") or a.latency_ms > 0)
+        return await self.books.finish(plan, name, done)

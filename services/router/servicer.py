@@ -6,6 +6,7 @@ router does with a valid request is ``engine.Router``'s business.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ import grpc
 from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
-from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
 from services.router.decision import Candidate, Decision
 from services.router.domain import (
     CATEGORIES,
@@ -27,7 +28,8 @@ from services.router.domain import (
     RouteRequest,
     Trajectory,
 )
-from services.router.engine import Plan
+from services.router.ledger import parse_day, utc_day
+from services.router.plan import Plan
 from services.router.providers.base import ChatRequest, Message, Usage
 
 if TYPE_CHECKING:
@@ -293,14 +295,73 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def ListProviders(
         self, request: router_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ListProvidersResponse:
-        return self.app.list_providers()
+        breakers, cfg = self.app.breakers, self.app.cfg
+        if breakers is None:
+            raise Unavailable("the router is starting (not SERVING yet); retry shortly", reason="NOT_READY")
+        out = router_pb2.ListProvidersResponse()
+        for spec in self.app.specs:
+            view = breakers.views[spec.name]
+            out.providers.add(
+                name=spec.name,
+                kind=spec.kind,
+                model=spec.model,
+                breaker_state=breakers.state_for_ranking(spec.name).value,
+                failure_rate=view.failure_rate,
+                window_calls=view.window_calls,
+                input_price_per_mtok=spec.input_price_per_mtok,
+                output_price_per_mtok=spec.output_price_per_mtok,
+                context_window=spec.context_window,
+                max_output_tokens=spec.max_output_tokens,
+                consecutive_trips=view.trips,
+                open_until=view.open_until,
+                daily_budget_usd=spec.daily_budget_usd or cfg.provider_daily_budget_usd,
+            )
+        return out
 
     async def GetCosts(
         self, request: router_pb2.GetCostsRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.GetCostsResponse:
-        return await self.app.get_costs(request)
+        until = parse_day(request.until_day, "until_day") if request.until_day else utc_day()
+        since = (
+            parse_day(request.since_day, "since_day")
+            if request.since_day
+            else (dt.date.fromisoformat(until) - dt.timedelta(days=30)).isoformat()
+        )
+        if since > until:
+            raise InvalidArgument(
+                f"since_day {since} is after until_day {until}", reason="BAD_RANGE", field="since_day"
+            )
+        rows = await self.app.router.ledger.costs(request.user_id, request.provider, since, until)
+        out = router_pb2.GetCostsResponse()
+        for r in rows:
+            out.rows.add(
+                day=r.day,
+                user_id=r.user_id,
+                provider=r.provider,
+                requests=r.requests,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                cost_usd=r.cost_usd,
+            )
+        out.total_cost_usd = sum(r.cost_usd for r in rows)
+        out.total_tokens = sum(r.input_tokens + r.output_tokens for r in rows)
+        out.total_requests = sum(r.requests for r in rows)
+        return out
 
     async def GetSession(
         self, request: router_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.Session:
-        return await self.app.get_session(request)
+        if not request.session_id:
+            raise InvalidArgument("session_id is required", reason="NO_SESSION_ID", field="session_id")
+        session, ttl = await self.app.router.sessions.load_with_ttl(request.session_id)
+        if session is None:
+            raise NotFound(f"no session {request.session_id!r} (never routed, or expired)", reason="UNKNOWN_SESSION")
+        return router_pb2.Session(
+            session_id=session.session_id,
+            provider=session.provider,
+            category=category_enum(session.category) if session.category in CATEGORIES else 0,  # type: ignore[arg-type]
+            provider_history=session.provider_history,
+            topic_history=[category_enum(c) for c in session.topic_history if c in CATEGORIES],
+            turns=session.turns,
+            ttl_seconds=ttl,
+        )
