@@ -23,6 +23,7 @@ def _listening(port: int) -> bool:
 def test_masterx_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MONGO_URL")}
     env["BENCHMARK_SCHEDULE_HOURS"] = "0"
+    env["BENCHMARK_CALIBRATION"] = "0"  # no calibration run of the local model during the test
     masterx = Path(sys.executable).parent / "masterx"
     proc = subprocess.Popen(
         [str(masterx), "up", "--state-dir", str(tmp_path / "state")],
@@ -72,3 +73,25 @@ def test_masterx_up_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_supervise_restarts_a_killed_store_with_backoff(tmp_path: Path) -> None:
+    from masterx_runtime.launcher import RESTART_FIRST_S, LocalSystem
+
+    env = {"REDIS_URL": "", "MONGO_URL": "mongodb://127.0.0.1:1"}  # only Redis is ours to supervise
+    system = LocalSystem(state_dir=tmp_path / "state", fixed_ports=False, env=env, services=())
+    system.start()
+    try:
+        port = system.ports["redis"]
+        os.killpg(system.children["redis"].proc.pid, signal.SIGKILL)
+        system.children["redis"].proc.wait(5)
+        events = system.supervise()
+        assert events and events[0].startswith("redis exited") and "restarting in 0.5s" in events[0]
+        assert system.supervise() == []  # backoff not over yet
+        time.sleep(RESTART_FIRST_S + 0.1)
+        events = system.supervise()
+        assert events and events[0].startswith("redis restarted (restart #1")
+        assert _listening(port) and system.restarts == {"redis": 1}
+        assert system.restart_delay("redis") == 2 * RESTART_FIRST_S  # the next restart waits longer
+    finally:
+        system.stop()
