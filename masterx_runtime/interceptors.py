@@ -232,5 +232,12 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
 
 
 def default_interceptors(service: str) -> list[grpc.aio.ServerInterceptor]:
-    """The stack every MasterX server installs."""
-    return [RequestContextInterceptor(service), MetricsInterceptor(service), ErrorMappingInterceptor(service)]
+    """The stack every MasterX server installs (innermost: the shared input rules, masterx_runtime.validation)."""
+    from masterx_runtime.validation import RequestValidationInterceptor  # imports this module
+
+    return [
+        RequestContextInterceptor(service),
+        MetricsInterceptor(service),
+        ErrorMappingInterceptor(service),
+        RequestValidationInterceptor(),
+    ]

@@ -20,11 +20,11 @@ from google.protobuf.message import DecodeError, Message
 
 from masterx.common.v1 import common_pb2
 from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.validation import USER_ID_RE as USER_ID_RE  # the one rule (input_limits.json)
 from services.emotion.learning import StudentContext
 
 M = TypeVar("M", bound=Message)
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 TURN_ID_RE = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 SESSION_ID_MAX = 128
 MAX_TIME_ON_TASK_SECONDS = 7 * 24 * 3600.0

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from masterx.reasoning.v1 import reasoning_pb2
 from masterx_runtime.errors import InvalidArgument, NotFound
+from masterx_runtime.validation import USER_ID_RE
 from services.reasoning import convert
 from services.reasoning.practice.explain import explain
 from services.reasoning.practice.generator import MAX_TERMS, ProblemSpec, generate
@@ -19,7 +19,7 @@ from services.reasoning.practice.planner import PART_TYPES, bounds_for, plan_ses
 from services.reasoning.practice.soroban import SKILL_SET
 from services.reasoning.practice.store import MasteryStore
 
-_STUDENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+_STUDENT_ID_RE = USER_ID_RE  # the one user id rule (masterx_runtime/input_limits.json)
 MAX_SLOTS = 64
 FUTURE_SLACK_S = 86400.0
 

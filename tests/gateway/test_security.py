@@ -69,8 +69,7 @@ def test_uvicorn_never_rewrites_the_client_from_headers() -> None:
 
 async def _statuses(client: httpx.AsyncClient, forwarded: list[str]) -> list[int]:
     return [
-        (await client.get("/api/v1/provider-health", headers={"X-Forwarded-For": xff})).status_code
-        for xff in forwarded
+        (await client.get("/api/v1/provider-health", headers={"X-Forwarded-For": xff})).status_code for xff in forwarded
     ]
 
 
@@ -108,7 +107,9 @@ def rsa_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"private": private, "pem": pem_file, "public_pem": public_pem, "jwks": jwks_file, "groups": groups_file}
 
 
-def token(sub: str = "kid-1", *, key: Any = SECRET, alg: str = "HS256", headers: dict[str, Any] | None = None, **claims: Any) -> str:
+def token(
+    sub: str = "kid-1", *, key: Any = SECRET, alg: str = "HS256", headers: dict[str, Any] | None = None, **claims: Any
+) -> str:
     now = int(time.time())
     body = {"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, **claims}
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm=alg, headers=headers)
@@ -144,13 +145,15 @@ def test_token_verification_cases(rsa_keys: dict[str, Any]) -> None:
         "lacks the 'exp' claim": token(exp=None),
         "not a valid student id": token("kid 1; drop"),
         "unknown role": token(role="admin"),
-        "unsupported token algorithm": jwt.encode({"sub": "kid-1"}, None, algorithm="none"),
+        "unsupported token algorithm": jwt.encode({"sub": "kid-1"}, None, algorithm="none"),  # type: ignore[arg-type]
     }
     for reason, bad in cases.items():
         with pytest.raises(TokenRejected, match=reason):
             verifier.verify(bad)
     # the RS256 public key used as an HS256 secret (algorithm confusion) never verifies
-    confused = _hs256_with_key(rsa_keys["public_pem"], {"sub": "kid-1", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 300})
+    confused = _hs256_with_key(
+        rsa_keys["public_pem"], {"sub": "kid-1", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 300}
+    )
     with pytest.raises(TokenRejected, match="signature does not verify"):
         verifier.verify(confused)
     with pytest.raises(TokenRejected, match="unsupported token algorithm"):
@@ -242,7 +245,11 @@ async def test_students_see_and_change_only_their_own_data(school: httpx.AsyncCl
         ("POST", "/api/v1/emotion", {"text": "hi", "user_id": "kid-1"}),
         ("GET", "/api/v1/students/kid-1/trajectory", None),
         ("POST", "/api/v1/outcomes", {"turn_id": "t1", "user_id": "kid-1", "helped": True}),
-        ("POST", "/v1/chat/completions", {"model": "masterx", "user": "kid-1", "messages": [{"role": "user", "content": "x"}]}),
+        (
+            "POST",
+            "/v1/chat/completions",
+            {"model": "masterx", "user": "kid-1", "messages": [{"role": "user", "content": "x"}]},
+        ),
     ):
         resp = await c.request(method, path, json=body, headers=kid2)
         assert resp.status_code == 403, (path, resp.text)
@@ -275,4 +282,3 @@ def test_off_by_default_and_on_in_the_prod_overlay() -> None:
     prod = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "overlays" / "prod"
     text = "\n".join(p.read_text() for p in prod.rglob("*.yaml"))
     assert "GATEWAY_AUTH_MODE=jwt" in text
-
