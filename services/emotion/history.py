@@ -11,7 +11,15 @@ the new message appended, answers, and appends the entry in the background. Mess
 student are chained: while a message is in flight (or its write is pending) the next message of
 the same student gets its window handed over in memory, so a fast chat stream sees its own
 history in order without waiting for MongoDB; otherwise the window is read from MongoDB. If MongoDB is slow or down, Analyze answers
-without trajectory and a warning is logged (at most every ``warn_every_s`` seconds).
+without trajectory and a warning is logged (at most every ``warn_every_s`` seconds per kind: read
+and write problems have separate slots, so one never hides the other).
+
+Appends go through an :class:`~masterx_runtime.outbox.Outbox`: while MongoDB is down (or more than
+``max_pending_writes`` appends are in flight) entries wait on local disk and are replayed in order
+when it is back, so an outage loses none; only a full outbox drops entries, and those are counted
+(``dropped_writes``, ``masterx_outbox_dropped_total{outbox="emotion-history"}``) and logged. Each
+entry carries an ``id`` and is pushed only if the student's history does not hold it yet, so a
+replay never duplicates it.
 """
 
 from __future__ import annotations
@@ -20,14 +28,18 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from masterx_runtime.errors import NotFound, Unavailable
+from masterx_runtime.outbox import Outbox
+from masterx_runtime.stores.mongo_store import target
 from services.emotion.trajectory import PadTriple
 
 log = logging.getLogger("masterx.emotion.history")
@@ -97,6 +109,10 @@ class Link:
             self.written.set_result(None)
 
 
+def _payload(user_id: str, entry: Entry) -> dict[str, Any]:
+    return {"user": user_id, "entry": {**entry.to_doc(), "id": uuid.uuid4().hex}}
+
+
 def _retrieve(task: asyncio.Task[Window]) -> None:
     if not task.cancelled():
         task.exception()
@@ -112,6 +128,7 @@ class HistoryStore:
         limit: int,
         max_pending_writes: int,
         warn_every_s: float = 10.0,
+        outbox: Outbox | None = None,
     ) -> None:
         self.db = db
         self.col = db[STUDENTS]
@@ -120,10 +137,15 @@ class HistoryStore:
         self.warn_every_s = warn_every_s
         self._chain: dict[str, Link] = {}
         self._writes: set[asyncio.Task[None]] = set()
-        self._last_warning = 0.0
+        self._last_warning: dict[str, float] = {}
         self.failed_reads = 0
         self.failed_writes = 0
-        self.dropped_writes = 0
+        self.outbox = outbox or Outbox("emotion-history", self._store, key=target(db))
+
+    @property
+    def dropped_writes(self) -> int:
+        """Entries lost because the outbox was full (the only way an entry is lost)."""
+        return self.outbox.stats.dropped
 
     # ---- raw operations -------------------------------------------------------------------
     async def read(self, user_id: str, n: int) -> Window:
@@ -136,15 +158,33 @@ class HistoryStore:
         return Window(entries, int(doc.get("total", len(entries))))
 
     async def append(self, user_id: str, entry: Entry) -> None:
-        await self.col.update_one(
-            {"_id": user_id},
+        await self._store([_payload(user_id, entry)])
+
+    def _op(self, payload: dict[str, Any]) -> UpdateOne:
+        doc = payload["entry"]
+        return UpdateOne(
+            {"_id": payload["user"], "history.id": {"$ne": doc["id"]}},
             {
-                "$push": {"history": {"$each": [entry.to_doc()], "$slice": -self.limit}},
+                "$push": {"history": {"$each": [doc], "$slice": -self.limit}},
                 "$inc": {"total": 1},
                 "$set": {"updated_at": datetime.now(UTC)},
             },
             upsert=True,
         )
+
+    async def _store(self, payloads: list[dict[str, Any]]) -> None:
+        """Outbox writer: ordered appends; a duplicate key means the entry is stored already (replay)."""
+        ops = [self._op(p) for p in payloads]
+        start = 0
+        while start < len(ops):
+            try:
+                await self.col.bulk_write(ops[start:], ordered=True)
+                return
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or errors[0].get("code") != 11000:
+                    raise
+                start += int(errors[0]["index"]) + 1
 
     async def get(self, user_id: str, n: int, timeout: float | None) -> Window:
         """For GetTrajectory: NOT_FOUND for an unknown student, UNAVAILABLE if MongoDB fails."""
@@ -200,9 +240,9 @@ class HistoryStore:
         """
         if not link.window.done():
             link.window.set_result(None if window is None else [*window, entry])
+        payload = _payload(user_id, entry)
         if len(self._writes) >= self.max_pending_writes:
-            self.dropped_writes += 1
-            self.warn("history write dropped: %d writes pending", len(self._writes))
+            self.outbox.put([payload])  # too many appends in flight: kept on disk, replayed in order
             self.abandon(link)
             return
 
@@ -211,10 +251,10 @@ class HistoryStore:
                 prev = link.previous
                 if prev is not None and not prev.written.done():
                     await asyncio.shield(prev.written)  # keep the student's entries in order
-                await self.append(user_id, entry)
+                await self.outbox.write([payload])  # an outage queues it; only a rejected write raises
             except PyMongoError as exc:
                 self.failed_writes += 1
-                self.warn("history write failed: %s", type(exc).__name__)
+                self.warn("history write rejected by mongodb: %s", type(exc).__name__, slot="write")
             finally:
                 self.abandon(link)
 
@@ -227,20 +267,22 @@ class HistoryStore:
         """Release the link (no window to hand over, nothing left to write)."""
         link.finish()
 
-    def warn(self, msg: str, *args: object) -> None:
+    def warn(self, msg: str, *args: object, slot: str = "read") -> None:
+        """Log a warning at most every ``warn_every_s`` seconds per ``slot`` (read / write)."""
         now = time.monotonic()
-        if now - self._last_warning >= self.warn_every_s:
-            self._last_warning = now
+        if now - self._last_warning.get(slot, -self.warn_every_s) >= self.warn_every_s:
+            self._last_warning[slot] = now
             log.warning(msg, *args)
 
     async def drain(self, timeout: float) -> None:
-        """Wait for background writes (on shutdown), cancelling what is left after ``timeout``."""
-        if not self._writes:
-            return
-        pending = set(self._writes)
-        _, left = await asyncio.wait(pending, timeout=timeout)
-        for t in left:
-            t.cancel()
-        for t in left:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        """On shutdown: wait for background writes, then replay the outbox within ``timeout``
+        (what MongoDB does not take in time stays on disk for the next start)."""
+        if self._writes:
+            pending = set(self._writes)
+            _, left = await asyncio.wait(pending, timeout=timeout)
+            for t in left:
+                t.cancel()
+            for t in left:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+        await self.outbox.close(timeout)

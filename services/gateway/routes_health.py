@@ -1,4 +1,4 @@
-"""Liveness, readiness (every dependency SERVING) and Prometheus metrics."""
+"""Liveness, readiness (what chat needs is SERVING; the rest reported as degraded) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -28,15 +28,30 @@ async def _redis_status(request: Request, timeout: float) -> str:
     return "SERVING"
 
 
-@router.get("/readyz", summary="Readiness: every service SERVING (gRPC health) and Redis answering")
+@router.get("/readyz", summary="Readiness: the gateway can serve chat (the router SERVING); the rest is reported")
 async def readyz(request: Request) -> JSONResponse:
+    """200 while every service in ``GATEWAY_READY_REQUIRES`` (the router) is SERVING.
+
+    The other services and Redis only change ``degraded``: chat answers without emotion,
+    reasoning or benchmark scores, and the rate limiter fails open without Redis, so taking the
+    gateway out of its load balancer for them would turn a partial outage into a full one.
+    """
     cfg = request.app.state.settings
     checks: dict[str, Any] = dict(await request.app.state.peers.health(cfg.ready_timeout_seconds))
     if request.app.state.redis is not None:
         checks["redis"] = await _redis_status(request, cfg.ready_timeout_seconds)
+    required = [name for name in cfg.ready_requires if name]
     not_serving = sorted(name for name, status in checks.items() if status != "SERVING")
-    body = {"status": "not_ready" if not_serving else "ready", "dependencies": checks, "not_serving": not_serving}
-    return JSONResponse(body, status_code=503 if not_serving else 200)
+    blocking = sorted(name for name in required if checks.get(name) != "SERVING")
+    body = {
+        "status": "not_ready" if blocking else "ready",
+        "dependencies": checks,
+        "required": required,
+        "not_serving": not_serving,
+        "blocking": blocking,
+        "degraded": [name for name in not_serving if name not in required],
+    }
+    return JSONResponse(body, status_code=503 if blocking else 200)
 
 
 @router.get("/metrics", summary="Prometheus metrics of the gateway", include_in_schema=False)

@@ -9,8 +9,13 @@ missing after a Redis restart is rebuilt from the daily rows.
 Writes are batched off the request path: ``submit`` queues a charge and a background flusher
 writes every ``flush_seconds`` (or at ``batch_size`` charges) with one ``insert_many``, one
 ``bulk_write`` of the daily increments and one Redis pipeline. Charges still queued count in
-this replica's budget checks, GetCosts flushes first, and ``close`` flushes what is left, so
-nothing is lost on a clean shutdown (a crash can lose at most one flush interval).
+this replica's budget checks, GetCosts flushes first, and ``close`` flushes what is left.
+
+MongoDB writes go through an :class:`~masterx_runtime.outbox.Outbox`: while MongoDB is down the
+charges wait on local disk and are replayed in order when it is back (also after a restart), so
+an outage loses none (a crash can lose at most one flush interval of charges not yet queued).
+Replays are harmless: every charge has its own ``_id``, a duplicate means "already stored", and
+its daily increment is applied only while the charge is not yet marked ``daily: true``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +32,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 from redis.exceptions import RedisError
 
 from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.outbox import Outbox
+from masterx_runtime.stores.mongo_store import target
 from masterx_runtime.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("masterx.router.ledger")
@@ -70,6 +78,8 @@ class Charge:
     session_id: str
     latency_ms: float
     request_id: str
+    #: True for a stream that broke after text was sent: tokens estimated from what was streamed.
+    partial: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class CostLedger:
         key_prefix: str = "masterx:",
         flush_seconds: float = 0.05,
         batch_size: int = 500,
+        outbox: Outbox | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -102,6 +113,7 @@ class CostLedger:
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.outbox = outbox or Outbox("router-ledger", self._store, key=target(db))
 
     def _user_key(self, day: str, user: str) -> str:
         return f"{self.prefix}{day}:u:{user}"
@@ -138,43 +150,28 @@ class CostLedger:
     async def close(self) -> None:
         await self.flush()
         await stop_tasks([self._flusher])
+        await self.outbox.close()
 
     async def _write(self, batch: list[tuple[Charge, float]]) -> None:
         docs = []
-        daily: dict[str, dict[str, Any]] = {}
         counters: dict[str, float] = {}
         for charge, ts in batch:
             day = utc_day(ts)
-            docs.append({**charge.__dict__, "day": day, "ts": dt.datetime.fromtimestamp(ts, dt.UTC)})
-            row = daily.setdefault(
-                f"{day}|{charge.user_id}|{charge.provider}",
-                {"day": day, "user_id": charge.user_id, "provider": charge.provider, "inc": dict.fromkeys(_SUMS, 0)},
+            docs.append(
+                {
+                    "_id": uuid.uuid4().hex,
+                    **charge.__dict__,
+                    "day": day,
+                    "ts": dt.datetime.fromtimestamp(ts, dt.UTC),
+                    "daily": False,
+                }
             )
-            inc = row["inc"]
-            inc["requests"] += 1
-            inc["input_tokens"] += charge.input_tokens
-            inc["output_tokens"] += charge.output_tokens
-            inc["cost_usd"] += charge.cost_usd
             for key in (self._provider_key(day, charge.provider), self._user_key(day, charge.user_id)):
                 counters[key] = counters.get(key, 0.0) + charge.cost_usd
         try:
-            await self.db[LEDGER].insert_many(docs, ordered=False)
-            await self.db[DAILY].bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": key},
-                        {
-                            "$setOnInsert": {"day": r["day"], "user_id": r["user_id"], "provider": r["provider"]},
-                            "$inc": r["inc"],
-                        },
-                        upsert=True,
-                    )
-                    for key, r in daily.items()
-                ],
-                ordered=False,
-            )
-        except PyMongoError as exc:
-            log.error("ledger write failed", extra={"charges": len(batch), "error": str(exc)})
+            await self.outbox.write(docs)
+        except PyMongoError as exc:  # rejected by MongoDB (not an outage): nothing to retry
+            log.error("ledger write rejected", extra={"charges": len(batch), "error": str(exc)})
         try:
             pipe = self.redis.pipeline(transaction=False)
             for key, amount in counters.items():
@@ -183,6 +180,55 @@ class CostLedger:
             await pipe.execute()
         except (RedisError, OSError) as exc:
             log.error("spend counters not updated", extra={"error": str(exc)})
+
+    async def _store(self, docs: list[dict[str, Any]]) -> None:
+        """Outbox writer: ledger documents, then the daily increments of those not counted yet."""
+        try:
+            await self.db[LEDGER].insert_many(docs, ordered=False)
+            fresh = docs
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            dup = {int(e["index"]) for e in errors}
+            ids = [docs[i]["_id"] for i in sorted(dup)]
+            uncounted = {
+                d["_id"] async for d in self.db[LEDGER].find({"_id": {"$in": ids}, "daily": False}, {"_id": 1})
+            }
+            fresh = [d for i, d in enumerate(docs) if i not in dup or d["_id"] in uncounted]
+        if not fresh:
+            return
+        daily: dict[str, dict[str, Any]] = {}
+        for doc in fresh:
+            row = daily.setdefault(
+                f"{doc['day']}|{doc['user_id']}|{doc['provider']}",
+                {
+                    "day": doc["day"],
+                    "user_id": doc["user_id"],
+                    "provider": doc["provider"],
+                    "inc": dict.fromkeys(_SUMS, 0),
+                },
+            )
+            inc = row["inc"]
+            inc["requests"] += 1
+            inc["input_tokens"] += doc["input_tokens"]
+            inc["output_tokens"] += doc["output_tokens"]
+            inc["cost_usd"] += doc["cost_usd"]
+        await self.db[DAILY].bulk_write(
+            [
+                UpdateOne(
+                    {"_id": key},
+                    {
+                        "$setOnInsert": {"day": r["day"], "user_id": r["user_id"], "provider": r["provider"]},
+                        "$inc": r["inc"],
+                    },
+                    upsert=True,
+                )
+                for key, r in daily.items()
+            ],
+            ordered=False,
+        )
+        await self.db[LEDGER].update_many({"_id": {"$in": [d["_id"] for d in fresh]}}, {"$set": {"daily": True}})
 
     def _queued(self, day: str, user_id: str, names: list[str]) -> tuple[float, dict[str, float]]:
         user = 0.0
@@ -243,6 +289,7 @@ class CostLedger:
 
     async def costs(self, user_id: str, provider: str, since_day: str, until_day: str) -> list[CostRow]:
         await self.flush()
+        await self.outbox.drain(timeout=2.0)
         query: dict[str, Any] = {"day": {"$gte": since_day, "$lte": until_day}}
         if user_id:
             query["user_id"] = user_id
