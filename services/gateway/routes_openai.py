@@ -6,6 +6,7 @@ when the emotion service answers); any other name pins that provider (404 when u
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -127,9 +128,16 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: C
     completion_id = f"chatcmpl-{request_id_var.get()}"
     created = int(time.time())
     if not body.stream:
-        done = await cancel_on_disconnect(
-            request, rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
-        )
+        try:
+            done = await cancel_on_disconnect(
+                request, rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
+            )
+        except BaseException:
+            if emotion_task is not None:
+                emotion_task.cancel()
+            raise
+        if emotion_task is not None:
+            emotion = await emotion_task
         return JSONResponse(
             {
                 "id": completion_id,
@@ -149,7 +157,12 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: C
                 "masterx": _extension(done, emotion),
             }
         )
-    return await _stream(peers, cfg, gen, body, emotion, completion_id, created)
+    try:
+        return await _stream(peers, cfg, gen, body, emotion, completion_id, created, emotion_task)
+    except BaseException:
+        if emotion_task is not None:
+            emotion_task.cancel()
+        raise
 
 
 async def _stream(
@@ -160,6 +173,7 @@ async def _stream(
     emotion: common_pb2.EmotionResult | None,
     completion_id: str,
     created: int,
+    emotion_task: asyncio.Task[common_pb2.EmotionResult | None] | None = None,
 ) -> EventStreamResponse:
     """Wait for the router's decision first, so routing errors are real HTTP errors; then stream."""
     call = peers.router.GenerateStream(gen, timeout=cfg.generate_timeout_seconds)
@@ -206,7 +220,9 @@ async def _stream(
                                 "model": model,
                                 "choices": [],
                                 "usage": _usage(msg.done.usage),
-                                "masterx": _extension(msg.done, emotion),
+                                "masterx": _extension(
+                                    msg.done, emotion if emotion_task is None else await emotion_task
+                                ),
                             }
                         )
             yield sse.data_only("[DONE]")
@@ -214,6 +230,8 @@ async def _stream(
             yield sse.data_only(from_rpc_error(exc, "router").body(request_id_var.get()))
         finally:
             call.cancel()
+            if emotion_task is not None and not emotion_task.done():
+                emotion_task.cancel()
 
     return EventStreamResponse(events(), headers=sse.SSE_HEADERS)
 
