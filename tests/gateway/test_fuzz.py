@@ -6,6 +6,7 @@ server); emotion, router and benchmark are down, so anything that got past valid
 answer 503, not 4xx. Raw JSON bodies carry the tokens Python's JSON accepts (NaN, Infinity).
 """
 
+# ruff: noqa: UP031  (%-formatting keeps the raw JSON bodies readable: no brace escaping)
 from __future__ import annotations
 
 import math
