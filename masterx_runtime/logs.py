@@ -56,6 +56,8 @@ class TextFormatter(logging.Formatter):
         extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         if rid:
             extras["request_id"] = rid
+        if trace_id_getter is not None and (tid := trace_id_getter()):
+            extras["trace_id"] = tid
         if extras:
             base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         if record.exc_info:
