@@ -11,13 +11,14 @@ STAMP_TRAIN := $(VENV)/.installed-train-v2
 PROTOS := $(shell find protos -name '*.proto' | sort)
 DATA ?= ../shared/data
 
-.PHONY: help setup setup-run setup-train run test test-all lint protos proto-check proto-lock readme-env bench train-emotion clean
+.PHONY: help setup setup-run setup-train run test test-all test-faults lint protos proto-check proto-lock readme-env bench train-emotion clean
 
 help:
 	@echo "make run          set up the run-only install (first time) and start every service locally"
 	@echo "make setup        development install: run + dev extras (tests, lint, protos)"
 	@echo "make test         set up (first time) and run the fast test suite"
 	@echo "make test-all     also run slow tests (training smoke, local LLM)"
+	@echo "make test-faults  fault injection: stores/services killed under load, fails on any silent loss"
 	@echo "make lint         ruff + mypy"
 	@echo "make protos       regenerate Python code from protos/"
 	@echo "make proto-check  fail if a field number or type changed incompatibly"
@@ -62,6 +63,10 @@ test: setup
 
 test-all: setup setup-train
 	$(BIN)/pytest -q -m ''
+
+# Fault injection (CI runs it as its own bounded step): stores and services killed under load.
+test-faults: setup
+	$(BIN)/pytest -q -s -m faults tests/faults
 
 lint: setup
 	$(BIN)/ruff check .

@@ -241,7 +241,8 @@ class LocalSystem:
             del self._died_at[name]
             self._streak[name] = self._streak.get(name, 0) + 1
             self.restarts[name] = self.restarts.get(name, 0) + 1
-            events.append(f"{name} restarted (restart #{self.restarts[name]}; log {self.logs / name}.log)")
+            log = self.logs / f"{ {'mongodb': 'mongo'}.get(name, name) }.log"
+            events.append(f"{name} restarted (restart #{self.restarts[name]}; log {log})")
         return events
 
     def describe(self) -> str:

@@ -1,0 +1,157 @@
+"""`masterx up` under SIGKILL / SIGTERM of its children: restarted with backoff, used again quickly.
+
+Targets (issue 14): chats served again within 2 s of a restarted router being SERVING; a benchmark
+outage leaves chat and the gateway's readiness untouched; a killed store is restarted too; only
+SIGTERM / Ctrl-C of ``masterx up`` itself stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from masterx_runtime.testing.fake_llm import FakeLLMServer
+from tests.faults.harness import providers, system_env, wait_serving
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+
+class Up:
+    """``masterx up --any-ports`` as a child process with its output collected."""
+
+    def __init__(self, state: Path, env: dict[str, str]) -> None:
+        full = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MONGO_URL")} | env
+        self.state = state
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "masterx"), "up", "--any-ports", "--state-dir", str(state)],
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := re.search(pattern, self.text, re.M):
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {pattern!r} in masterx up output:\n{self.text[-4000:]}")
+
+    def ports(self) -> dict[str, int]:
+        return {
+            m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(?:grpc |http://)?[\w.:/]*?:(\d+)", self.text, re.M)
+        }
+
+    def pid(self, name: str) -> int:
+        return int(json.loads((self.state / "pids.json").read_text())[name])
+
+    def signal(self, name: str, sig: int) -> None:
+        os.killpg(self.pid(name), sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def _chat(client: httpx.Client) -> int:
+    try:
+        return client.post("/api/v1/chat", json={"message": "What is 2 + 2?"}, timeout=10).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_masterx_up_restarts_killed_children(tmp_path: Path, fake_llm: FakeLLMServer) -> None:
+    up = Up(tmp_path / "state", system_env(providers(fake_llm)))
+    try:
+        up.wait_for(r"^Press Ctrl-C", 200)
+        ports = up.ports()
+        gw = httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}")
+        assert _chat(gw) == 200
+        assert gw.get("/readyz").status_code == 200
+
+        # SIGKILL the router: restarted; chats served again within 2 s of it being SERVING.
+        old = up.pid("router")
+        up.signal("router", signal.SIGKILL)
+        up.wait_for(r"^router restarted", 30)
+        assert up.pid("router") != old
+        to_serving = asyncio.run(wait_serving(f"127.0.0.1:{ports['router']}", "masterx.router.v1.RouterService", 60))
+        serving_at = time.monotonic()
+        codes = []
+        while (code := _chat(gw)) != 200 and time.monotonic() - serving_at < 10:
+            codes.append(code)
+            time.sleep(0.05)
+        chat_again_s = time.monotonic() - serving_at
+        print(
+            f"\n=== fault report: router SIGKILL under masterx up\n  restart to SERVING {to_serving:.2f}s; "
+            f"first chat ok {chat_again_s:.2f}s after SERVING; failed tries meanwhile {codes}"
+        )
+        assert code == 200 and chat_again_s <= 2.0
+
+        # SIGTERM the benchmark: chat and the gateway's readiness are untouched while it is away.
+        up.signal("benchmark", signal.SIGTERM)
+        ready_codes, chat_codes, degraded = set(), set(), set()
+        until = time.monotonic() + 4
+        while time.monotonic() < until:
+            r = gw.get("/readyz")
+            ready_codes.add(r.status_code)
+            degraded.update(r.json().get("degraded", []))
+            chat_codes.add(_chat(gw))
+        up.wait_for(r"^benchmark restarted", 30)
+        print(
+            f"  benchmark SIGTERM: /readyz codes {sorted(ready_codes)} degraded seen {sorted(degraded)}; "
+            f"chat codes {sorted(chat_codes)}"
+        )
+        assert ready_codes == {200} and chat_codes == {200}
+        assert "benchmark" in degraded
+
+        # SIGKILL MongoDB and Redis: the stores are restarted as well, and chat still works after.
+        for store in ("mongodb", "redis"):
+            up.signal(store, signal.SIGKILL)
+            up.wait_for(rf"^{store} restarted", 60)
+        deadline = time.monotonic() + 20
+        while _chat(gw) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _chat(gw) == 200
+        print(
+            "  store restarts: " + "; ".join(line.split(" (")[0].strip() for line in up.lines if " restarted " in line)
+        )
+        gw.close()
+    finally:
+        code = up.stop()
+    assert code == 0, up.text[-3000:]
+    assert "stopped; nothing left running." in up.text
