@@ -176,6 +176,16 @@ async def test_answer_sees_no_host_process(strict: Sandbox, weak: Sandbox) -> No
     assert control == 0.0
 
 
+async def test_answer_cannot_read_the_service_environment(strict: Sandbox, weak: Sandbox) -> None:
+    """Store URLs and keys live in the service's environment: unreadable in both modes."""
+    attack = (
+        f"LEAK = b''\ntry:\n    LEAK = open('/proc/{os.getpid()}/environ', 'rb').read()\nexcept OSError:\n    pass\n"
+    )
+    for sandbox in (strict, weak):
+        quality, evidence = await _score(sandbox, attack)
+        assert quality == 100.0, (sandbox.mode, evidence)
+
+
 FORGER = """
 import gc, json, os, stat
 

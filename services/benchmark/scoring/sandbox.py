@@ -198,7 +198,9 @@ class Sandbox:
                         failures.append(f"{mode}/{python}: {exc}")
                         continue
                     self.mode, self.python, self.binds = mode, python, binds
-                    tests = [_PROBE_TEST, _probe_network_test(port)]
+                    if mode == "rlimits" and not self._root:
+                        _make_non_dumpable()  # the worker runs as our uid: keep our memory and environ from it
+                    tests = [_PROBE_TEST, _probe_network_test(port), _probe_environ_test()]
                     if mode == "namespaces":
                         tests += _probe_isolation_tests()
                     result = await self.run(_PROBE_CODE, tests)
@@ -443,6 +445,15 @@ def _outcome(result: SandboxResult) -> str:
     return "finished" if result.finished else "exited_early"
 
 
+def _make_non_dumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0): /proc/<this pid>/{environ,mem,fd} and ptrace closed to same-uid processes."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:
+        raise SandboxUnavailable(f"prctl(PR_SET_DUMPABLE): {os.strerror(ctypes.get_errno())}")
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -486,6 +497,7 @@ _PROBE_CODE = (
     "    try:\n        socket.create_connection(('127.0.0.1', port), timeout=1).close()\n"
     "    except OSError:\n        return 'blocked'\n    return 'reachable'\n\n"
     "def sees(path):\n    return os.path.exists(path)\n\n"
+    "def reads(path):\n    try:\n        open(path, 'rb').read(1)\n    except OSError:\n        return False\n    return True\n\n"
     "def pids():\n    return len([p for p in os.listdir('/proc') if p.isdigit()])\n\n"
     "def shm():\n    with open('/dev/shm/probe', 'w') as f:\n        f.write('x')\n    return True\n"
 )
@@ -494,6 +506,11 @@ _PROBE_TEST = "assert probe() == 1"
 
 def _probe_network_test(port: int) -> str:
     return f"assert net({port}) == 'blocked', 'network reachable from the sandbox'"
+
+
+def _probe_environ_test() -> str:
+    """In every mode the answer must not read this service's environment (store URLs, keys)."""
+    return f"assert reads('/proc/{os.getpid()}/environ') is False, 'service environment readable'"
 
 
 def _probe_isolation_tests() -> list[str]:
