@@ -86,6 +86,14 @@ proto-lock: setup
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
 
+# MasterX side by side with LiteLLM's proxy (installed once into its own venv, never into .venv).
+LITELLM_VENV := .bench-venv/litellm
+.PHONY: bench-peers
+bench-peers: setup
+	@[ -x $(LITELLM_VENV)/bin/litellm ] || { $(PY) -m venv $(LITELLM_VENV) && \
+	  $(LITELLM_VENV)/bin/pip install -q --upgrade pip && $(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]'; }
+	$(PYTHON) bench/bench_vs_litellm.py --litellm $(LITELLM_VENV)/bin/litellm
+
 train-emotion: setup-train
 	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model
 
