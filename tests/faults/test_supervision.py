@@ -155,3 +155,65 @@ def test_masterx_up_restarts_killed_children(tmp_path: Path, fake_llm: FakeLLMSe
         code = up.stop()
     assert code == 0, up.text[-3000:]
     assert "stopped; nothing left running." in up.text
+
+
+def test_services_wait_for_mongodb_at_start_instead_of_exiting(tmp_path: Path, fake_llm: FakeLLMServer) -> None:
+    """Router and benchmark started before MongoDB: NOT_SERVING with the reason, SERVING once it is up,
+    then a clean SIGTERM exit (no "Event loop is closed")."""
+    from masterx_runtime.testing import servers
+
+    redis = servers.start_redis()
+    mongo_port = servers.free_port()
+    env = {
+        **os.environ,
+        **system_env(providers(fake_llm)),
+        "REDIS_URL": redis.url,
+        "MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
+        "MASTERX_DATA_DIR": str(tmp_path / "data"),
+    }
+    procs: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
+    mongo = None
+    try:
+        for name in ("router", "benchmark"):
+            port, metrics = servers.free_port(), servers.free_port()
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env={**env, "MASTERX_GRPC_PORT": str(port), "MASTERX_METRICS_PORT": str(metrics)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            procs[name] = (proc, port, metrics)
+        reasons = {}
+        for name, (proc, _, metrics) in procs.items():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
+                try:
+                    body = httpx.get(f"http://127.0.0.1:{metrics}/health", timeout=1).json()
+                except (httpx.HTTPError, ValueError):
+                    body = {}
+                if "waiting for mongodb" in body.get("reason", ""):
+                    reasons[name] = body["reason"]
+                    break
+                time.sleep(0.2)
+        time.sleep(2)  # a few failed attempts later they are still up and waiting
+        assert all(p.poll() is None for p, _, _ in procs.values())
+        mongo = servers.start_mongo(mongo_port)
+        waited = {name: asyncio.run(wait_serving(f"127.0.0.1:{port}", "", 30)) for name, (_, port, _) in procs.items()}
+        print(f"\n=== fault report: services started before MongoDB\n  reasons {reasons}\n  SERVING after {waited}")
+        assert reasons == {n: f"{n} is starting: waiting for mongodb" for n in procs}
+        for name, (proc, _, _) in procs.items():
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(30) == 0
+            log_text = (tmp_path / f"{name}.log").read_text()
+            assert "Event loop is closed" not in log_text and "Traceback" not in log_text, log_text[-3000:]
+    finally:
+        for proc, _, _ in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if mongo is not None:
+            mongo.stop()
+        redis.stop()
