@@ -18,7 +18,10 @@ Every other OpenTelemetry SDK variable works as documented by OpenTelemetry
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
+from collections.abc import Iterator
 from typing import Any
 
 from masterx_runtime import logs
@@ -125,3 +128,30 @@ def current_trace_id() -> str:
 
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Calls made inside are not traced, here or in the services they reach (background polling).
+
+    An unsampled parent is made current, so child spans are not recorded and the ``traceparent``
+    sent on carries the not-sampled flag: the callee's parent-based sampler drops its spans too.
+    """
+    if _provider is None:
+        yield
+        return
+    from opentelemetry import context, trace
+
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=random.getrandbits(128) or 1,
+            span_id=random.getrandbits(64) or 1,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+        )
+    )
+    token = context.attach(trace.set_span_in_context(parent))
+    try:
+        yield
+    finally:
+        context.detach(token)

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from masterx.benchmark.v1 import benchmark_pb2
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2
+from masterx_runtime import tracing
 from masterx_runtime.tasks import stop_tasks, wait_event
 from services.gateway import opsdata
 from services.gateway.auth import require_admin
@@ -90,7 +91,8 @@ class OpsState:
     async def _sample_loop(self, peers: Peers) -> None:
         while not self._stop.is_set():
             try:
-                await self.sample(peers)
+                with tracing.untraced():  # a poll every few seconds would bury the real traces
+                    await self.sample(peers)
             except grpc.aio.AioRpcError as exc:
                 log.debug("provider sample failed", extra={"code": exc.code().name})
             await wait_event(self._stop, self.cfg.ops_sample_seconds)
@@ -122,13 +124,14 @@ async def ops_page() -> FileResponse:
 async def overview(request: Request, cfg: Cfg, peers: PeersDep) -> dict[str, Any]:
     ops = _state(request.app.state)
     now = time.time()
-    scores = await _section("benchmark", lambda: _scores(cfg, peers))
-    boards, providers, runs = await asyncio.gather(
-        _section("router", lambda: _leaderboards(cfg, peers, scores, now)),
-        _section("router", lambda: _providers(ops, peers)),
-        _section("benchmark", lambda: _runs(ops, cfg, peers, scores)),
-    )
-    costs = await _section("router", lambda: _costs(cfg, peers, providers))
+    with tracing.untraced():  # the open page polls this every few seconds: not traced
+        scores = await _section("benchmark", lambda: _scores(cfg, peers))
+        boards, providers, runs = await asyncio.gather(
+            _section("router", lambda: _leaderboards(cfg, peers, scores, now)),
+            _section("router", lambda: _providers(ops, peers)),
+            _section("benchmark", lambda: _runs(ops, cfg, peers, scores)),
+        )
+        costs = await _section("router", lambda: _costs(cfg, peers, providers))
     return {
         "generated_at": round(now, 3),
         "sample_seconds": cfg.ops_sample_seconds,

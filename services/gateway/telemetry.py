@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from masterx_runtime import tracing
 
-#: Polled constantly by probes and the pages' own assets: no spans for them.
-EXCLUDED_URLS = "/healthz,/readyz,/metrics,/static/.*,/docs-assets/.*"
+#: Polled constantly by probes, the pages' own assets and the open ops page: no spans for them.
+EXCLUDED_URLS = "/healthz,/readyz,/metrics,/static/.*,/docs-assets/.*,/api/v1/ops/overview"
 
 
 def instrument(app: FastAPI) -> bool:

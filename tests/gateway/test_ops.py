@@ -146,8 +146,10 @@ def test_one_chat_turn_is_one_connected_trace(http: httpx.Client, otlp: OtlpRece
     assert any(_ancestor_in(s, by_id, generate) for s in provider_calls)
     url = next(iter(provider_calls)).attributes
     assert any(str(v).startswith("http://127.0.0.1") for v in url.values()), url
-    # Health checks are not traced (they would bury the interesting traces).
+    # Health checks and the ops page's polling are not traced (they would bury the interesting traces).
     assert not [s for s in otlp.spans() if "grpc.health" in s.name]
+    polled = ("/ListProviders", "/GetCosts", "/Route", "/GetScores")
+    assert not [s for s in otlp.spans() if s.service == "masterx-gateway" and s.name.endswith(polled)]
     # The trace id is in the services' JSON logs.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -264,6 +266,17 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _click(elements: list[Any]) -> bool:
+    """Click the first element; False when there is none or it was redrawn meanwhile (retry)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        elements[0].click()
+    except (IndexError, StaleElementReferenceException):
+        return False
+    return True
+
+
 def _foreign_resources(driver: Any, base: str, allow_images: bool = False) -> list[str]:
     """Resources the page asked another host for (scripts, styles, fetches; images unless allowed)."""
     entries = driver.execute_script(
@@ -314,6 +327,11 @@ def test_browser_ops_page_shows_live_charts(
     browser.get(f"{base}/ops")
     wait = WebDriverWait(browser, 30)
     css = lambda sel: browser.find_elements(By.CSS_SELECTOR, sel)  # noqa: E731
+
+    def q(sel: str, expr: str = "e.textContent") -> list[Any]:
+        """Read matching elements in one script call: the page redraws, so no element handles."""
+        return browser.execute_script(f"return [...document.querySelectorAll(arguments[0])].map(e => {expr})", sel)
+
     # Without a key the page asks for one; a wrong key is refused with the server's message.
     wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
     browser.find_element(By.ID, "key").send_keys("wrong-key")
@@ -326,23 +344,20 @@ def test_browser_ops_page_shows_live_charts(
     wait.until(lambda _: len(css("#boards .board")) == len(CATEGORIES))
 
     # Leaderboards: three bars per provider per category, each score's source and age.
-    math = css('#boards .board[data-category="math"] .board-row')
-    assert {r.get_attribute("data-provider") for r in math} == {"fast", "smart"}
-    assert len(css('#boards .board[data-category="math"] rect.bar')) == 6
-    sources = [e.text for e in css('#boards .board[data-category="math"] text.source')]
+    assert set(q('#boards .board[data-category="math"] .board-row', "e.dataset.provider")) == {"fast", "smart"}
+    assert len(q('#boards .board[data-category="math"] rect.bar')) == 6
+    sources = q('#boards .board[data-category="math"] text.source')
     assert all(t in ("prior", "config", "default") or t.startswith("benchmark ·") for t in sources), sources
     # Providers: a breaker badge and a failure-rate line over the sampled history.
     wait.until(lambda _: len(css("#providers .provider svg polyline.rate")) == 2)
-    assert {e.text for e in css("#providers .badge")} <= {"closed", "half open", "open"}
+    assert set(q("#providers .badge")) <= {"closed", "half open", "open"}
     # Spend: stacked bars for today's chats, today's spend against fast's budget.
     wait.until(lambda _: css("#spend-chart rect.bar"))
-    fast_budget = browser.find_element(By.CSS_SELECTOR, '#budgets .budget[data-provider="fast"]').get_attribute(
-        "textContent"
-    )
+    (fast_budget,) = q('#budgets .budget[data-provider="fast"]')
     assert "of $0.50 today" in fast_budget, fast_budget
     # Decisions: the chat turn above, with the router's reasons.
     wait.until(lambda _: css("#decisions .decision"))
-    assert css("#decisions .decision .reasons li")
+    assert q("#decisions .decision .reasons li")
 
     # Refresh: a new chat turn shows up without reloading the page.
     before = len(css("#decisions .decision"))
@@ -350,8 +365,7 @@ def test_browser_ops_page_shows_live_charts(
     reply = _chat(http, "Thanks! What is 2 + 2?", user_id="ops-browser")
     wait.until(lambda d: d.find_element(By.ID, "updated").get_attribute("data-generated") != stamp)
     wait.until(lambda _: len(css("#decisions .decision")) > before)
-    newest = css("#decisions .decision")[0]
-    assert newest.get_attribute("data-request") == reply["request_id"]
+    assert q("#decisions .decision", "e.dataset.request")[0] == reply["request_id"]
 
     # Benchmark run from the page: progress shows, the run ends, its scores feed the board.
     wait.until(lambda _: css("#run-categories input"))
@@ -365,11 +379,9 @@ def test_browser_ops_page_shows_live_charts(
     run_id = browser.find_element(By.ID, "run-msg").text.split()[-1]
     run_sel = f'#runs .run[data-run="{run_id}"]'
     WebDriverWait(browser, 90).until(lambda _: css(f'{run_sel}[data-state="succeeded"]'))
-    assert "2/2 items" in browser.find_element(By.CSS_SELECTOR, run_sel).text
+    assert "2/2 items" in q(run_sel)[0]
     WebDriverWait(browser, 30).until(
-        lambda _: any(
-            e.text.startswith("benchmark ·") for e in css('#boards .board[data-category="coding"] text.source')
-        )
+        lambda _: any(t.startswith("benchmark ·") for t in q('#boards .board[data-category="coding"] text.source'))
     )
     # Cancel: a slow run (the provider takes 2 s per answer) stops from its button.
     fake_llm.configure("fast", fake_llm.behavior("fast"), latency_ms=2000)
@@ -385,9 +397,9 @@ def test_browser_ops_page_shows_live_charts(
         )
         slow_id = browser.find_element(By.ID, "run-msg").text.split()[-1]
         slow_sel = f'#runs .run[data-run="{slow_id}"]'
-        wait.until(lambda _: css(f"{slow_sel} button.cancel"))
-        css(f"{slow_sel} button.cancel")[0].click()
+        wait.until(lambda _: _click(css(f"{slow_sel} button.cancel")))  # rows redraw each second
         wait.until(lambda _: css(f'{slow_sel}[data-state="cancelled"]'))
+        assert "cancelled" in browser.find_element(By.ID, "run-msg").text
     finally:
         fake_llm.configure("fast", fake_llm.behavior("fast"), latency_ms=0)
     assert not _foreign_resources(browser, base)
@@ -404,4 +416,4 @@ def test_browser_ops_page_shows_live_charts(
         "#runs .run",
         "#decisions .decision",
     ):
-        assert css(sel) and css(sel)[0].is_displayed(), sel
+        assert any(q(sel, "e.offsetParent !== null")), sel

@@ -67,6 +67,13 @@ def test_on_installs_interceptors_and_logs_the_trace_id() -> None:
         "with trace.get_tracer('t').start_as_current_span('s') as span:\n"
         "    tid = format(span.get_span_context().trace_id, '032x')\n"
         "    assert json.loads(fmt.format(rec))['trace_id'] == tid == tracing.current_trace_id()\n"
+        "from opentelemetry.propagate import inject\n"
+        "with tracing.untraced():\n"
+        "    with trace.get_tracer('t').start_as_current_span('polled') as span:\n"
+        "        assert not span.is_recording()\n"
+        "        carrier = {}; inject(carrier)\n"
+        "        assert carrier['traceparent'].endswith('-00'), carrier\n"
+        "assert tracing.current_trace_id() == ''\n"
         "tracing.shutdown()\n"
         "assert logs.trace_id_getter is None and not tracing.enabled()\n"
     )
