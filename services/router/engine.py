@@ -123,11 +123,14 @@ class Router:
     # ------------------------------------------------------------------ deciding
 
     async def category(self, req: RouteRequest) -> CategoryScores:
-        """Hint > the request's emotion result > the emotion service > the TF-IDF classifier."""
+        """Hint > the request's emotion result > the emotion service (only when the request brought
+        no emotion result: asking again would run the encoder twice) > the TF-IDF classifier."""
         if req.category_hint:
             return CategoryScores.one_hot(req.category_hint, CategorySource.HINT)
         if req.category_scores is not None:
             return req.category_scores
+        if req.emotion is not None:  # the emotion service already ran, without a category head
+            return self.detector.classify(req.text)
         return await self.detector.detect(req.text)
 
     def complexity(self, req: RouteRequest) -> Complexity:

@@ -19,6 +19,7 @@ from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.interceptors import default_interceptors
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
+from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
 from services.router.servicer import RouterServicer
 from tests.router.conftest import RouterFactory, ask, expect_error
@@ -133,9 +134,15 @@ async def test_direct_call_asks_the_emotion_service_else_the_classifier(
     try:
         async with make_router(strong_and_cheap(fake), ROUTER_CATEGORY_EMOTION_ADDR=f"127.0.0.1:{port}") as (_a, stub):
             d = await stub.Route(ask("How do I reverse a list in Python?", user_id="u9"), timeout=5)
+            # an emotion result without category scores: the encoder already ran; no second call
+            old_model = await stub.Route(
+                ask("How do I reverse a list in Python?", emotion=common_pb2.EmotionResult(primary_emotion="joy")),
+                timeout=5,
+            )
     finally:
         await server.stop(0)
     assert d.category == common_pb2.CATEGORY_MATH and d.category_source == "emotion_service"
+    assert old_model.category_source == "classifier" and old_model.category == common_pb2.CATEGORY_CODING
     assert [r.user_id for r in emotion.requests] == [""]  # nothing written to the student's history
     headless = Emotion(None)  # type: ignore[abstract]  # an emotion model without a category head
     server, port = await _serve(headless)
@@ -294,6 +301,23 @@ async def test_escalation_moves_a_worsening_session_up_and_back(
     assert still.provider == "strong" and still.escalated
     assert better.provider == "cheap" and not better.decision.escalated
     assert any("escalation relaxed" in r for r in better.decision.reasons)
+
+
+async def test_a_fresh_system_with_keys_ranks_by_priors(router_env: dict[str, str]) -> None:
+    env = {
+        **router_env,
+        "ROUTER_DISCOVER_ENV_KEYS": "1",
+        "OPENAI_API_KEY": "sk-test-not-used",
+        "GROQ_API_KEY": "gsk-test-not-used",
+    }
+    async with serving(RouterApp(env)) as (_server, chan):
+        stub = router_pb2_grpc.RouterServiceStub(chan)
+        d = await stub.Route(ask("Write a Python function that merges two sorted lists"), timeout=5)
+    sources = {c.provider: c.score_source for c in d.candidates}
+    assert sources == {"openai": "prior:gpt-4o-mini", "groq": "prior:llama-3.1-8b"}
+    quality = {c.provider: c.quality for c in d.candidates}
+    assert quality["openai"] == pytest.approx(87.2) and quality["groq"] == pytest.approx(72.6)  # HumanEval
+    assert all("HumanEval" in c.reason and "20" in c.reason for c in d.candidates)  # figure, source, date
 
 
 async def test_rpcs_before_start_are_unavailable(fake: FakeLLMServer, router_env: dict[str, str]) -> None:
