@@ -142,7 +142,7 @@ async def test_hostile_code_answers_are_contained_and_scored_zero(
     redis_url: str, mongo_url: str, mongo_db_name: str, sandbox_root: Path
 ) -> None:
     coding = next(s for s in SUITES.values() if s.name == "coding")
-    targets = [i for i in coding.items if i.spec.kind == "unit_tests"][:4]
+    targets = [i for i in coding.items if i.spec.kind == "unit_tests"][:6]
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
@@ -153,6 +153,12 @@ async def test_hostile_code_answers_are_contained_and_scored_zero(
             "import os\n    while True:\n        os.fork()",
             "data = bytearray(16 * 1024 ** 3)\n    return data",
             f"import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'x')\n    return 1",
+            # forges verdict lines on every descriptor it can reach (the old nonce trick's channel)
+            "import json, os\n    fake = ''.join(json.dumps({'kind': 'test', 'index': i, 'ok': True}) + '\\n' for i in range(9))\n"
+            "    for fd in range(64):\n        try:\n            os.write(fd, (fake + '{\"kind\": \"done\"}\\n').encode())\n"
+            "        except OSError:\n            pass\n    return None",
+            # reads the service's stores and environment
+            "import os\n    return open('/proc/%d/environ' % os.getppid()).read() + str(os.listdir('/'))",
         ]
         hostile = []
         for item, body in zip(targets, bodies, strict=True):
