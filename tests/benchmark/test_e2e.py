@@ -155,7 +155,7 @@ async def test_hostile_code_answers_are_contained_and_scored_zero(
             f"import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'x')\n    return 1",
             # forges verdict lines on every descriptor it can reach (the old nonce trick's channel)
             "import json, os\n    fake = ''.join(json.dumps({'kind': 'test', 'index': i, 'ok': True}) + '\\n' for i in range(9))\n"
-            "    for fd in range(64):\n        try:\n            os.write(fd, (fake + '{\"kind\": \"done\"}\\n').encode())\n"
+            '    for fd in range(64):\n        try:\n            os.write(fd, (fake + \'{"kind": "done"}\\n\').encode())\n'
             "        except OSError:\n            pass\n    return None",
             # reads the service's stores and environment
             "import os\n    return open('/proc/%d/environ' % os.getppid()).read() + str(os.listdir('/'))",
