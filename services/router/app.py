@@ -100,6 +100,12 @@ class RouterApp(ServiceApp):
         self.detector: CategoryDetector | None = None
 
     @property
+    def category_emotion_addr(self) -> str:
+        """Where a request without an emotion result gets its category ('' = TF-IDF only)."""
+        addr = self.cfg.category_emotion_addr
+        return self.peers.emotion_addr if addr == "auto" else addr
+
+    @property
     def router(self) -> Router:
         if self._router is None:
             raise Unavailable("the router is starting (not SERVING yet); retry shortly", reason="NOT_READY")
@@ -132,7 +138,7 @@ class RouterApp(ServiceApp):
         classifier = CategoryClassifier(self.cfg.classifier_path or MODEL_PATH)
         self.detector = CategoryDetector(
             classifier,
-            emotion_addr=self.cfg.category_emotion_addr,
+            emotion_addr=self.category_emotion_addr,
             timeout_seconds=self.cfg.category_timeout_ms / 1000,
             retry_seconds=self.cfg.category_retry_seconds,
             convert=analyze_scores,
@@ -158,7 +164,7 @@ class RouterApp(ServiceApp):
             extra={
                 "providers": [f"{s.name}:{s.kind}:{s.model}" for s in self.specs],
                 "classifier": classifier.version,
-                "category_from": self.cfg.category_emotion_addr or "classifier only",
+                "category_from": self.category_emotion_addr or "classifier only",
                 "priors": self.priors.version,
             },
         )

@@ -177,9 +177,9 @@ class RouterSettings:
     )
     category_emotion_addr: str = env(
         "ROUTER_CATEGORY_EMOTION_ADDR",
-        "127.0.0.1:50051",
+        "auto",
         "host:port of the emotion service, asked (Analyze, no user_id: nothing stored) for the category of a "
-        "request that brought no emotion result; empty = never ask, use the TF-IDF classifier.",
+        "request that brought no emotion result; `auto` = EMOTION_ADDR; empty = never ask, use the TF-IDF classifier.",
     )
     category_timeout_ms: float = env(
         "ROUTER_CATEGORY_TIMEOUT_MS",
