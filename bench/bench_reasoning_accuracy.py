@@ -472,9 +472,9 @@ class LocalCompleter:
         return Completion(done.text, usage)
 
 
-def subset(problems: Sequence[Problem], per_level: int) -> list[Problem]:
+def subset(problems: Sequence[Problem], per_level: int, levels: Sequence[str] = LEVELS) -> list[Problem]:
     out: list[Problem] = []
-    for level in LEVELS:
+    for level in levels:
         out.extend([p for p in problems if p.level == level][:per_level])
     return out
 
@@ -500,7 +500,7 @@ async def run_local(
     await completer.provider.close()
     return [
         f"Local SmolLM2-135M-Instruct (llama.cpp, {threads} thread(s)): {len(problems)} problems "
-        f"({len(problems) // len(LEVELS)} per level, kinds interleaved); k = {k}, width {width}, depth {depth}, "
+        f"(first of each level, kinds interleaved); k = {k}, width {width}, depth {depth}, "
         f"S = {s} tokens; total {wall:.0f} s.",
         "",
         *table(cells, k),
@@ -516,6 +516,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="local: tokens per sample S (default 64)")
     ap.add_argument("--subset", type=int, default=8, help="local: problems per level (default 8)")
     ap.add_argument("--threads", type=int, default=1, help="local: llama.cpp threads (default 1)")
+    ap.add_argument("--levels", default=",".join(LEVELS), help="local: levels to run (default all three)")
     ap.add_argument("--json", default="", help="local: write every outcome to this file (after each problem)")
     args = ap.parse_args()
     problems = make_problems()
@@ -537,7 +538,13 @@ def main() -> None:
     else:
         lines = asyncio.run(
             run_local(
-                subset(problems, args.subset), args.k, args.width, args.depth, args.tokens, args.threads, args.json
+                subset(problems, args.subset, args.levels.split(",")),
+                args.k,
+                args.width,
+                args.depth,
+                args.tokens,
+                args.threads,
+                args.json,
             )
         )
     print("\n".join(lines))

@@ -187,22 +187,16 @@ async def test_the_next_decision_of_the_session_learns_from_the_stored_turn(stac
     assert hinted.deep_thinking
 
 
-@pytest.mark.parametrize(
-    ("request_", "field"),
-    [
+async def test_bad_requests_name_the_field_and_an_unknown_turn_is_not_found(stack: Stack) -> None:
+    for request, field in [
         (pb.DecideThinkingRequest(query=" "), "query"),
         (pb.DecideThinkingRequest(query="q", turn_id="bad id!"), "turn_id"),
         (pb.DecideThinkingRequest(query="q", provider_cost_per_1k_tokens_usd=-1), "provider_cost_per_1k_tokens_usd"),
-    ],
-)
-async def test_bad_decide_requests_name_the_field(stack: Stack, request_: pb.DecideThinkingRequest, field: str) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stack.reasoning.DecideThinking(request_)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in (err.value.details() or "")
-
-
-async def test_unknown_turn_is_not_found_and_a_bad_turn_id_is_invalid(stack: Stack) -> None:
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stack.reasoning.DecideThinking(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (err.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.reasoning.GetTurnReasoning(pb.GetTurnReasoningRequest(turn_id="never-stored"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
