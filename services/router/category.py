@@ -22,10 +22,15 @@ import grpc
 
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx_runtime.clients import channel
+from masterx_runtime.errors import InvalidArgument
+from services.router.classifier.model import CATEGORIES as CLASSIFIER_CATEGORIES
 from services.router.classifier.model import CategoryClassifier
-from services.router.domain import CategoryScores, CategorySource
+from services.router.domain import CATEGORIES, CategoryScores, CategorySource
 
 log = logging.getLogger("masterx.router.category")
+
+if CLASSIFIER_CATEGORIES != CATEGORIES:  # the fallback's probabilities are read in this order
+    raise ImportError(f"classifier categories {CLASSIFIER_CATEGORIES} differ from the router's {CATEGORIES}")
 
 #: Scores from the emotion service: (probabilities over CATEGORIES, follow-up, model version) or None.
 AnalyzeResult = tuple[tuple[float, ...], float, str] | None
@@ -80,7 +85,7 @@ class CategoryDetector:
             why = "" if result is not None else "the emotion model has no category head"
         except grpc.aio.AioRpcError as err:
             result, why = None, f"{err.code().name}: {err.details()}"
-        except ValueError as err:  # malformed scores from the peer
+        except InvalidArgument as err:  # malformed scores from the peer
             result, why = None, f"bad category scores: {err}"
         if result is None:
             self._skip_until = self.clock() + self.retry_seconds

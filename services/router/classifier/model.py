@@ -16,22 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from masterx.common.v1 import common_pb2
-
 MODEL_PATH = Path(__file__).with_name("model.npz")
 CATEGORIES = ("coding", "math", "research", "language", "empathy", "general")
 #: An extra class the model learns: messages that continue the current topic ("why?", "next one").
 FOLLOWUP = "followup"
 LABELS = (*CATEGORIES, FOLLOWUP)
-CATEGORY_ENUM = {
-    "coding": common_pb2.CATEGORY_CODING,
-    "math": common_pb2.CATEGORY_MATH,
-    "research": common_pb2.CATEGORY_RESEARCH,
-    "language": common_pb2.CATEGORY_LANGUAGE,
-    "empathy": common_pb2.CATEGORY_EMPATHY,
-    "general": common_pb2.CATEGORY_GENERAL,
-}
-ENUM_CATEGORY = {v: k for k, v in CATEGORY_ENUM.items()}
 
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
 _WHITESPACE_RE = re.compile(r"\s\s+")
@@ -46,10 +35,6 @@ class Prediction:
     confidence: float
     probabilities: np.ndarray  # over CATEGORIES, renormalised without the follow-up class
     followup: float = 0.0
-
-    @property
-    def category_enum(self) -> int:
-        return CATEGORY_ENUM[self.category]
 
 
 def word_ngrams(text: str, n_min: int, n_max: int) -> list[str]:

@@ -164,10 +164,6 @@ class HttpProvider(Provider, abc.ABC):
 
     # --- shared transport
 
-    @property
-    def has_key(self) -> bool:
-        return bool(self._api_key)
-
     def _pick(self) -> httpx.AsyncClient:
         return self._shards.pick() if self._shards is not None else self._client
 
