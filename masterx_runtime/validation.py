@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -66,6 +66,8 @@ class Rules:
     string_caps: dict[str, int] = field(default_factory=dict)
     field_caps: dict[str, int] = field(default_factory=dict)
     numbers: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: per-field check plans, filled on first use (one dict lookup per field afterwards)
+    plans: dict[FieldDescriptor, _Plan] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def user_id_re(self) -> re.Pattern[str]:
@@ -162,84 +164,120 @@ class Violation:
         return InvalidArgument(f"{self.field}: {self.message}", reason=self.reason, field=self.field)
 
 
-def _scalar(fd: FieldDescriptor, value: Any, path: str, rules: Rules) -> Violation | None:
+_STR, _BYTES, _FLOAT, _INT, _MSG, _OTHER = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What to check on one field, worked out once per field descriptor."""
+
+    kind: int
+    cap: int = 0
+    bounds: tuple[float, float] | None = None
+    user_id: bool = False
+    repeated: bool = False
+    map_key: _Plan | None = None
+    map_value: _Plan | None = None
+
+
+def _plan(fd: FieldDescriptor, rules: Rules) -> _Plan:
+    plan = rules.plans.get(fd)
+    if plan is not None:
+        return plan
     kind = fd.type
-    if kind == FieldDescriptor.TYPE_STRING:
-        cap = rules.string_cap(fd)
-        if len(value) > cap:
-            return Violation(path, f"longer than {cap} characters ({len(value)})", "TOO_LONG")
-        if fd.name in rules.user_id_fields and value and not rules.user_id_re.match(value):
-            return Violation(path, user_id_problem(value), "INVALID_USER_ID")
+    entry = fd.message_type if kind == FieldDescriptor.TYPE_MESSAGE else None
+    if entry is not None and entry.GetOptions().map_entry:
+        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        plan = _Plan(_MSG, repeated=True, map_key=_plan(key, rules), map_value=_plan(value, rules))
+    elif kind == FieldDescriptor.TYPE_STRING:
+        plan = _Plan(_STR, rules.string_cap(fd), user_id=fd.name in rules.user_id_fields, repeated=fd.is_repeated)
+    elif kind == FieldDescriptor.TYPE_BYTES:
+        plan = _Plan(_BYTES, rules.max_bytes, repeated=fd.is_repeated)
+    elif kind in _FLOATS:
+        plan = _Plan(_FLOAT, bounds=rules.numbers.get(fd.full_name), repeated=fd.is_repeated)
+    elif kind in _INTS:
+        plan = _Plan(_INT, bounds=rules.numbers.get(fd.full_name), repeated=fd.is_repeated)
+    elif entry is not None:
+        plan = _Plan(_MSG, repeated=fd.is_repeated)
+    else:
+        plan = _Plan(_OTHER, repeated=fd.is_repeated)
+    rules.plans[fd] = plan
+    return plan
+
+
+def _scalar(plan: _Plan, value: Any, rules: Rules) -> tuple[str, str] | None:
+    """(message, reason) when a scalar value breaks its rule."""
+    kind = plan.kind
+    if kind == _STR:
+        if len(value) > plan.cap:
+            return f"longer than {plan.cap} characters ({len(value)})", "TOO_LONG"
+        if plan.user_id and value and not rules.user_id_re.match(value):
+            return user_id_problem(value), "INVALID_USER_ID"
         return None
-    if kind == FieldDescriptor.TYPE_BYTES:
-        if len(value) > rules.max_bytes:
-            return Violation(path, f"longer than {rules.max_bytes} bytes ({len(value)})", "TOO_LONG")
+    if kind == _BYTES:
+        if len(value) > plan.cap:
+            return f"longer than {plan.cap} bytes ({len(value)})", "TOO_LONG"
         return None
-    if kind in _FLOATS and not math.isfinite(value):
-        return Violation(path, "must be a finite number (no NaN or infinity)", "NOT_FINITE")
-    if kind in _FLOATS or kind in _INTS:
-        bounds = rules.numbers.get(fd.full_name)
-        if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            return Violation(path, f"must be between {bounds[0]:g} and {bounds[1]:g} (got {value:g})", "OUT_OF_RANGE")
+    if kind == _FLOAT and not math.isfinite(value):
+        return "must be a finite number (no NaN or infinity)", "NOT_FINITE"
+    bounds = plan.bounds
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        return f"must be between {bounds[0]:g} and {bounds[1]:g} (got {value:g})", "OUT_OF_RANGE"
     return None
 
 
-def _is_map(fd: FieldDescriptor) -> bool:
-    return (
-        fd.type == FieldDescriptor.TYPE_MESSAGE
-        and fd.message_type is not None
-        and fd.message_type.GetOptions().map_entry
-    )
-
-
-def _violations(message: Message, rules: Rules, prefix: str, depth: int) -> Iterator[Violation]:
+def _first(message: Message, rules: Rules, prefix: str, depth: int) -> Violation | None:
+    """The first rule ``message`` breaks (depth-first, in field order), or None."""
     if depth > _MAX_DEPTH:
-        yield Violation(prefix or "request", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
-        return
+        return Violation(prefix or "request", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
     for fd, value in message.ListFields():
-        path = f"{prefix}.{fd.name}" if prefix else fd.name
-        if _is_map(fd):
-            if len(value) > rules.max_items:
-                yield Violation(path, f"has more than {rules.max_items} entries ({len(value)})", "TOO_MANY")
-                return
-            entry = fd.message_type
-            assert entry is not None
-            key_fd, value_fd = entry.fields_by_name["key"], entry.fields_by_name["value"]
+        plan = _plan(fd, rules)
+        if plan.kind == _OTHER:
+            continue
+        if plan.repeated and len(value) > rules.max_items:
+            what = "entries" if plan.map_key is not None else "elements"
+            return Violation(
+                _join(prefix, fd.name), f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY"
+            )
+        if plan.map_key is not None and plan.map_value is not None:
             for key, item in value.items():
-                where = f"{path}[{key!r}]"
-                if (v := _scalar(key_fd, key, where, rules)) is not None:
-                    yield v
-                if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
-                    yield from _violations(item, rules, where, depth + 1)
-                elif (v := _scalar(value_fd, item, where, rules)) is not None:
-                    yield v
-            continue
-        if fd.is_repeated:
-            if len(value) > rules.max_items:
-                yield Violation(path, f"has more than {rules.max_items} elements ({len(value)})", "TOO_MANY")
-                return
+                where = f"{_join(prefix, fd.name)}[{key!r}]"
+                if (bad := _scalar(plan.map_key, key, rules)) is not None:
+                    return Violation(where, *bad)
+                if plan.map_value.kind == _MSG:
+                    if (found := _first(item, rules, where, depth + 1)) is not None:
+                        return found
+                elif (bad := _scalar(plan.map_value, item, rules)) is not None:
+                    return Violation(where, *bad)
+        elif plan.repeated:
             for i, item in enumerate(value):
-                if fd.type == FieldDescriptor.TYPE_MESSAGE:
-                    yield from _violations(item, rules, f"{path}[{i}]", depth + 1)
-                elif (v := _scalar(fd, item, f"{path}[{i}]", rules)) is not None:
-                    yield v
-            continue
-        if fd.type == FieldDescriptor.TYPE_MESSAGE:
-            yield from _violations(value, rules, path, depth + 1)
-        elif (v := _scalar(fd, value, path, rules)) is not None:
-            yield v
+                if plan.kind == _MSG:
+                    if (found := _first(item, rules, f"{_join(prefix, fd.name)}[{i}]", depth + 1)) is not None:
+                        return found
+                elif (bad := _scalar(plan, item, rules)) is not None:
+                    return Violation(f"{_join(prefix, fd.name)}[{i}]", *bad)
+        elif plan.kind == _MSG:
+            if (found := _first(value, rules, _join(prefix, fd.name), depth + 1)) is not None:
+                return found
+        elif (bad := _scalar(plan, value, rules)) is not None:
+            return Violation(_join(prefix, fd.name), *bad)
+    return None
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def request_violations(message: Message, rules: Rules = RULES) -> list[Violation]:
-    """Every rule ``message`` breaks (empty when it is fine)."""
-    return list(_violations(message, rules, "", 0))
+    """The first rule ``message`` breaks, as a list (empty when it is fine)."""
+    found = _first(message, rules, "", 0)
+    return [] if found is None else [found]
 
 
 def check_request(message: Any, rules: Rules = RULES) -> None:
     """Raise InvalidArgument for the first rule a protobuf request breaks; anything else passes."""
-    if isinstance(message, Message):
-        for violation in _violations(message, rules, "", 0):
-            raise violation.error()
+    if isinstance(message, Message) and (found := _first(message, rules, "", 0)) is not None:
+        raise found.error()
 
 
 def unknown_rule_fields(descriptors: list[Descriptor], rules: Rules = RULES) -> list[str]:
