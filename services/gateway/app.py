@@ -67,7 +67,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
         if tuple(err.get("loc", ())) == ("body",) and err.get("type") in ("model_attributes_type", "dict_type"):
             if isinstance(err.get("input"), bytes | str):
                 return 400, "request body must be JSON (send Content-Type: application/json)", "body"
-            return 400, f"request body must be a JSON object, not {type(err.get('input')).__name__}", "body"
+            given = "null" if err.get("input") is None else type(err.get("input")).__name__
+            return 400, f"request body must be a JSON object, not {given}", "body"
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
