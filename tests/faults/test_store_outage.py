@@ -74,7 +74,7 @@ async def test_mongodb_outage_under_load_loses_nothing(tmp_path: Path, fake_llm:
             svc, box = outbox_of[row.store.split()[0]]
             row.dropped = int(boxes.get(svc, {}).get(box, {}).get("dropped", 0))
         report(
-            f"MongoDB killed for {outage:.1f}s under load",
+            f"MongoDB stopped (SIGTERM) for {outage:.1f}s under load",
             load,
             rows,
             {
