@@ -157,3 +157,18 @@ def test_promotion_rule() -> None:
     assert isinstance(d, Decision) and not d.promote
     assert any("readiness_log_loss" in r for r in d.reasons)
     assert not decide({"held_out": 0}, rule).promote
+
+
+def test_refit_skips_outcomes_without_urgency_when_the_parameters_weigh_it(v2: LearningParams) -> None:
+    from services.emotion import refit
+
+    base = {"probabilities": dict.fromkeys(LABELS, 0.05), "pad": [0.5, 0.5, 0.5], "outcome": "resolved"}
+    docs = [
+        {**base, "_id": "with", "urgency": {"probability": 0.8, "score": 4.5}},
+        {**base, "_id": "without"},
+    ]
+    ds, skipped = refit.build_dataset(docs, v2, LABELS)
+    assert ds.ids == ["with"] and skipped == 1
+    assert ds.x[0, -1] == pytest.approx(float(urgency_logit(0.8)))
+    ds1, skipped1 = refit.build_dataset(docs, load_params(V1_PATH, LABELS), LABELS)
+    assert len(ds1) == 2 and skipped1 == 0

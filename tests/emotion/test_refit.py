@@ -72,7 +72,7 @@ async def test_record_outcome_stores_what_refit_needs(emotion: Emotion, mongo_se
         next(s.probability for s in analysed.result.scores if s.label == "annoyance")
     )
     assert first["predicted"]["intervention_level"] in ("none", "low", "medium", "high", "critical")
-    assert first["parameters_version"] == "learning_v1"
+    assert first["parameters_version"] == app.params.version
     assert second["observed_state"] is None and second["applied_level"] is None
     assert len(second["probabilities"]) == 28 and second["text"] == TEXTS[0]
 
@@ -85,7 +85,8 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, stub, _ = emotion
+    app, stub, _ = emotion
+    served = app.params.version
     # Tutors' labels in this cohort: under high cognitive load a struggling student is "confused",
     # otherwise "neutral"; support helped the loaded ones and was not needed by the others.
     batch = await stub.AnalyzeBatch(
@@ -107,7 +108,7 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
                     observed_state=common_pb2.LEARNING_STATE_CONFUSED if loaded else common_pb2.LEARNING_STATE_NEUTRAL,
                 )
             )
-    out = tmp_path / "learning_v2.json"
+    out = tmp_path / "learning_v9.json"
     code = refit.main(
         [
             "--mongo-url",
@@ -122,10 +123,10 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "learning_v1 -> learning_v2: 48 outcomes" in printed and "state_log_loss" in printed
+    assert f"{served} -> learning_v9: 48 outcomes" in printed and "state_log_loss" in printed
 
     doc = json.loads(out.read_text())
-    assert doc["version"] == "learning_v2"
+    assert doc["version"] == "learning_v9"
     report = doc["refit"]
     assert report["outcomes"] == 48 and report["held_out"] > 0
     train = report["train"]
@@ -139,11 +140,11 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
     app2 = EmotionApp(emotion_settings(params_path=str(out)), mongo_settings, model=shared_model)
     async with serving(app2) as (_, chan):
         stub2 = emotion_pb2_grpc.EmotionServiceStub(chan)
-        assert (await stub2.GetModelInfo(emotion_pb2.GetModelInfoRequest())).parameters_version == "learning_v2"
+        assert (await stub2.GetModelInfo(emotion_pb2.GetModelInfoRequest())).parameters_version == "learning_v9"
         loaded = await stub2.Analyze(
             emotion_pb2.AnalyzeRequest(text=TEXTS[6], context=common_pb2.StudentContext(cognitive_load=0.9))
         )
-        assert loaded.result.model_version.endswith("+learning_v2")
+        assert loaded.result.model_version.endswith("+learning_v9")
         assert loaded.result.learning_state_scores["confused"] > 0.5
 
 
@@ -178,6 +179,7 @@ def test_strong_regularisation_keeps_the_previous_parameters() -> None:
             "_id": f"o{i}",
             "probabilities": {lab: float(rng.random() * 0.3) for lab in LABELS},
             "pad": [0.5, 0.5, 0.5],
+            "urgency": {"probability": float(rng.random()), "score": 3.0},
             "outcome": "abandoned",
             "observed_state": "bored",
             "applied_level": "none",

@@ -74,7 +74,8 @@ async def test_model_info_reports_the_running_model(emotion: Emotion) -> None:
     assert len(info.labels) == 28 and len(info.thresholds) == 28
     assert info.max_sequence_length == app.model.max_seq_length
     assert info.max_batch_size == app.cfg.max_request_batch
-    assert info.parameters_version == "learning_v1"
+    assert info.parameters_version == app.params.version
+    assert info.parameters_source == f"file:{app.cfg.params_file}"
     details = app.health_details()
     assert details["execution_providers"] == list(info.execution_providers)
     assert details["model_version"] == info.model_version
