@@ -18,7 +18,7 @@ from tests.deploy.manifests import Obj, Rendered, containers, rendered, secret_e
 
 SERVICES = ("emotion", "reasoning", "router", "benchmark", "gateway")
 #: Sections of shared settings (masterx_runtime): every service may read them.
-SHARED_SECTIONS = {"runtime", "peers", "stores"}
+SHARED_SECTIONS = {"runtime", "peers", "stores", "reliability"}
 #: Read by the router outside the registry (ROUTER_DISCOVER_ENV_KEYS scans for them).
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY")
 _LOOPBACK = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])")
