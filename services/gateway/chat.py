@@ -116,7 +116,9 @@ async def _decide(peers: Peers, cfg: GatewaySettings, req: ChatRequest, st: Turn
     """Whether to run deep thinking: the reasoning service's controller decides (the user's
     explicit choice wins there too); when the service already failed this turn, or the call
     fails, the user's choice, else the budget's recommendation."""
-    fallback = req.deep_thinking if req.deep_thinking is not None else bool(st.budget and st.budget.recommend_deep_thinking)
+    fallback = (
+        req.deep_thinking if req.deep_thinking is not None else bool(st.budget and st.budget.recommend_deep_thinking)
+    )
     if st.budget is None:  # AllocateBudget failed: the reasoning service is degraded already
         return fallback
     decide = reasoning_pb2.DecideThinkingRequest(
