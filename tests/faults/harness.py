@@ -106,6 +106,8 @@ class Load:
 
     router_addr: str
     emotion_addr: str | None = None
+    #: More router replicas: chat worker ``w`` uses replica ``w % replicas``.
+    more_routers: tuple[str, ...] = ()
     chat_workers: int = 3
     stream_workers: int = 0
     emotion_workers: int = 2
@@ -117,13 +119,16 @@ class Load:
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     async def start(self) -> None:
-        router = channel(self.router_addr)
-        self._channels.append(router)
-        stub = router_pb2_grpc.RouterServiceStub(router)
+        stubs = []
+        for addr in (self.router_addr, *self.more_routers):
+            router = channel(addr)
+            self._channels.append(router)
+            stubs.append(router_pb2_grpc.RouterServiceStub(router))
         for w in range(self.chat_workers):
-            self._tasks.append(asyncio.create_task(self._chat(stub, w)))
+            self._tasks.append(asyncio.create_task(self._chat(stubs[w % len(stubs)], w)))
         for w in range(self.stream_workers):
-            self._tasks.append(asyncio.create_task(self._chat(stub, self.chat_workers + w, stream=True)))
+            n = self.chat_workers + w
+            self._tasks.append(asyncio.create_task(self._chat(stubs[n % len(stubs)], n, stream=True)))
         if self.emotion_addr:
             emotion = channel(self.emotion_addr)
             self._channels.append(emotion)
