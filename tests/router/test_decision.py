@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from masterx_runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
@@ -28,8 +30,8 @@ from services.router.domain import (
     LearningState,
     Trajectory,
 )
-from services.router.policy import load_policy
-from services.router.priors import load_priors
+from services.router.policy import PolicyError, load_policy
+from services.router.priors import PriorsError, load_priors
 from services.router.providers.base import ProviderSpec
 from services.router.scores import Score, ScoreBook, ScoreSource, Weights
 from services.router.sessions import SessionState
@@ -245,3 +247,20 @@ def test_a_general_message_inside_a_topic_keeps_it() -> None:
         inputs(session=session(), category=general, text="how do I know which ones are right then?"), POLICY, KNOBS
     )
     assert not d.topic.changed and d.continuity and d.topic.category == "coding"
+
+
+def test_a_bad_policy_or_priors_file_lists_every_problem(tmp_path: pathlib.Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    text = (pathlib.Path(POLICY.source)).read_text()
+    policy.write_text(text.replace("gain: 0.8", "gain: 7").replace("[frustrated, anxious]", "[frustrated, sulky]"))
+    with pytest.raises(PolicyError) as info:
+        load_policy(policy)
+    assert "complexity.gain" in str(info.value) and "sulky" in str(info.value)
+    priors = tmp_path / "priors.yaml"
+    priors.write_text(
+        "version: x\ncategories: {coding: [HumanEval], math: [], research: [], language: [], empathy: [], general: []}\n"
+        "models:\n  m:\n    match: [m]\n    figures: {HumanEval: 140}\n"
+    )
+    with pytest.raises(PriorsError) as err:
+        load_priors(priors)
+    assert "source" in str(err.value) and "percent" in str(err.value)
