@@ -328,13 +328,17 @@ class Sandbox:
                     await self._feed(proc, self._spec(code, tests, workdir))
                     await self._read_verdicts(proc, result)
                     result.exit_code = await proc.wait()
+                    # what the answer printed up to its end still counts against the output cap
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(output), timeout=1.0)
             except TimeoutError:
                 result.timed_out = True
         finally:
             if proc is not None and proc.returncode is None:
                 _kill_group(proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    await asyncio.shield(proc.wait())
+                with contextlib.suppress(ProcessLookupError, TimeoutError):
+                    # bounded: asyncio reports the exit only once every pipe is closed
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=5.0)
                 result.exit_code = proc.returncode
             elif proc is not None and self.mode != "namespaces":
                 _kill_group(proc.pid)  # stray members of the group (a PID namespace needs no sweep)
@@ -398,6 +402,8 @@ class Sandbox:
             chunk = await proc.stdout.read(65536)
             if not chunk:
                 return
+            if result.output_exceeded:
+                continue  # read on to EOF: a paused pipe would keep asyncio from seeing the exit
             total += len(chunk)
             tail += chunk
             del tail[:-_OUTPUT_TAIL]
@@ -405,7 +411,6 @@ class Sandbox:
             if total > self.limits.output_bytes:
                 result.output_exceeded = True
                 _kill_group(proc.pid)
-                return
 
 
 def _apply(result: SandboxResult, payload: bytes) -> bool:
