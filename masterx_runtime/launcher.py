@@ -28,27 +28,14 @@ import httpx
 
 from masterx_runtime.clients import wait_until_serving
 from masterx_runtime.testing import servers
+from masterx_runtime.topology import SERVICES, ServiceSpec
 
 #: Restart backoff of a supervised child: first wait, cap, and how long a run must last to reset it.
 RESTART_FIRST_S, RESTART_MAX_S, RESTART_RESET_AFTER_S = 0.5, 10.0, 30.0
 STORES = ("redis", "mongodb")
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    grpc_service: str  # full gRPC service name; "" for the HTTP gateway
-    port: int
-    metrics_port: int
-
-
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("emotion", "masterx.emotion.v1.EmotionService", 50051, 9101),
-    ServiceSpec("reasoning", "masterx.reasoning.v1.ReasoningService", 50052, 9102),
-    ServiceSpec("router", "masterx.router.v1.RouterService", 50053, 9103),
-    ServiceSpec("benchmark", "masterx.benchmark.v1.BenchmarkService", 50054, 9104),
-    ServiceSpec("gateway", "", 8080, 0),
-)
+__all__ = ["SERVICES", "LocalSystem", "ServiceSpec", "up"]  # the service table lives in masterx_runtime.topology
 
 
 def _port_free(port: int) -> bool:
@@ -131,8 +118,8 @@ class LocalSystem:
                 if spec.metrics_port:
                     self.ports[f"{spec.name}-metrics"] = _pick(spec.metrics_port, self.fixed_ports)
             for spec in SERVICES:
-                if spec.name != "gateway":
-                    self.base_env[f"{spec.name.upper()}_ADDR"] = f"127.0.0.1:{self.ports[spec.name]}"
+                if spec.addr_env:
+                    self.base_env[spec.addr_env] = f"127.0.0.1:{self.ports[spec.name]}"
             for spec in SERVICES:
                 if spec.name in self.services:
                     self._spawn(spec)

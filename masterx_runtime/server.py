@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from masterx_runtime import logs, metrics, outbox, tracing
+from masterx_runtime import logs, metrics, outbox, topology, tracing
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import Unavailable
 from masterx_runtime.interceptors import default_interceptors
@@ -37,7 +37,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ServiceApp(abc.ABC):
-    """One deployable service: its servicers plus its start/stop lifecycle."""
+    """One deployable service: its servicers plus its start/stop lifecycle.
+
+    A subclass whose ``name`` is a row of :data:`masterx_runtime.topology.SERVICES` gets
+    ``service_names`` and the default ports from that table unless it sets them itself.
+    """
 
     #: Short name used in logs, metrics and process names, e.g. "emotion".
     name: ClassVar[str]
@@ -45,6 +49,20 @@ class ServiceApp(abc.ABC):
     service_names: ClassVar[tuple[str, ...]]
     default_grpc_port: ClassVar[int]
     default_metrics_port: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        row = topology.BY_NAME.get(cls.__dict__.get("name", ""))
+        if row is None:
+            return
+        defaults = {
+            "service_names": (row.grpc_service,),
+            "default_grpc_port": row.port,
+            "default_metrics_port": row.metrics_port,
+        }
+        for attr, value in defaults.items():
+            if not hasattr(cls, attr):
+                setattr(cls, attr, value)
 
     @abc.abstractmethod
     def register(self, server: grpc.aio.Server) -> None:

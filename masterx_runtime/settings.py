@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from masterx_runtime import topology
 from masterx_runtime.config import env, settings
 
 
@@ -13,7 +16,9 @@ class ServerSettings:
     grpc_port: int = env(
         "MASTERX_GRPC_PORT",
         0,
-        "gRPC port (0 = any free port). Defaults per service: emotion 50051, reasoning 50052, router 50053, benchmark 50054.",
+        "gRPC port (0 = any free port). Defaults per service: "
+        + ", ".join(f"{s.name} {s.port}" for s in topology.GRPC_SERVICES)
+        + ".",
         minimum=0,
         maximum=65535,
     )
@@ -53,17 +58,31 @@ class ServerSettings:
     )
 
 
+def _peer_addr(name: str) -> Any:
+    """The address setting of peer ``name``: variable and default from the service table."""
+    row = topology.spec(name)
+    return env(row.addr_env, row.default_addr, f"host:port of the {name} service.")
+
+
 @settings("peers")
 class PeerSettings:
     """Where the other services listen, for services and the gateway that call them."""
 
-    emotion_addr: str = env("EMOTION_ADDR", "127.0.0.1:50051", "host:port of the emotion service.")
-    reasoning_addr: str = env("REASONING_ADDR", "127.0.0.1:50052", "host:port of the reasoning service.")
-    router_addr: str = env("ROUTER_ADDR", "127.0.0.1:50053", "host:port of the router service.")
-    benchmark_addr: str = env("BENCHMARK_ADDR", "127.0.0.1:50054", "host:port of the benchmark service.")
+    emotion_addr: str = _peer_addr("emotion")
+    reasoning_addr: str = _peer_addr("reasoning")
+    router_addr: str = _peer_addr("router")
+    benchmark_addr: str = _peer_addr("benchmark")
     rpc_timeout_seconds: float = env(
         "MASTERX_RPC_TIMEOUT_SECONDS", 30.0, "Default deadline for calls to peer services.", minimum=0.01
     )
+
+    def addr(self, name: str) -> str:
+        """host:port of peer ``name`` (a gRPC service of :data:`masterx_runtime.topology.SERVICES`)."""
+        row = topology.spec(name)
+        if not row.addr_env:
+            raise KeyError(f"{name} is not dialled over gRPC (no address variable)")
+        value: str = getattr(self, f"{row.name}_addr")
+        return value
 
 
 @settings("runtime")

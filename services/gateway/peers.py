@@ -15,17 +15,13 @@ from masterx.reasoning.v1 import reasoning_pb2_grpc
 from masterx.router.v1 import router_pb2_grpc
 from masterx_runtime.clients import channel, health_status
 from masterx_runtime.settings import PeerSettings
+from masterx_runtime.topology import GRPC_SERVICES
 from services.gateway.errors import from_rpc_error
 
 T = TypeVar("T")
 
-#: Short service name -> fully qualified gRPC service name checked by /readyz.
-SERVICE_NAMES: dict[str, str] = {
-    "emotion": "masterx.emotion.v1.EmotionService",
-    "reasoning": "masterx.reasoning.v1.ReasoningService",
-    "router": "masterx.router.v1.RouterService",
-    "benchmark": "masterx.benchmark.v1.BenchmarkService",
-}
+#: Short service name -> fully qualified gRPC service name checked by /readyz (from the service table).
+SERVICE_NAMES: dict[str, str] = {s.name: s.grpc_service for s in GRPC_SERVICES}
 
 
 @dataclass
@@ -36,13 +32,7 @@ class Peers:
 
     @classmethod
     def connect(cls, cfg: PeerSettings) -> Peers:
-        addrs = {
-            "emotion": cfg.emotion_addr,
-            "reasoning": cfg.reasoning_addr,
-            "router": cfg.router_addr,
-            "benchmark": cfg.benchmark_addr,
-        }
-        return cls({name: channel(addr) for name, addr in addrs.items()})
+        return cls({name: channel(cfg.addr(name)) for name in SERVICE_NAMES})
 
     def __post_init__(self) -> None:
         self.emotion = emotion_pb2_grpc.EmotionServiceStub(self.channels["emotion"])
