@@ -19,6 +19,7 @@ from masterx_runtime.config import load
 from masterx_runtime.logs import request_id_var
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.redis_store import RedisSettings
+from masterx_runtime.topology import GRPC_SERVICES
 from services.gateway import (
     docs_offline,
     routes_admin,
@@ -33,7 +34,7 @@ from services.gateway import (
     routes_turns,
 )
 from services.gateway.config import GatewaySettings
-from services.gateway.errors import GatewayError
+from services.gateway.errors import GatewayError, http_row
 from services.gateway.identity import AuthMiddleware, TokenVerifier
 from services.gateway.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
 from services.gateway.peers import Peers
@@ -43,16 +44,6 @@ from services.gateway.telemetry import instrument as instrument_tracing
 log = logging.getLogger("masterx.gateway")
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-_HTTP_CODES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-}
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
@@ -97,7 +88,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        code = http_row(exc.status_code).code
         err = GatewayError(exc.status_code, code, str(exc.detail), service="gateway", headers=dict(exc.headers or {}))
         return _error_response(err)
 
@@ -126,10 +117,7 @@ def create_app(
         log.info(
             "gateway ready",
             extra={
-                "emotion": peer_cfg.emotion_addr,
-                "reasoning": peer_cfg.reasoning_addr,
-                "router": peer_cfg.router_addr,
-                "benchmark": peer_cfg.benchmark_addr,
+                **{s.name: peer_cfg.addr(s.name) for s in GRPC_SERVICES},
                 "rate_limit_per_minute": cfg.rate_limit_per_minute,
                 "admin_keys": len(cfg.admin_api_keys),
             },

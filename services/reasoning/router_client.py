@@ -9,31 +9,15 @@ import grpc
 
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
-from masterx_runtime.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    ServiceError,
-    Unavailable,
-)
+from masterx_runtime.errors import DeadlineExceeded, ServiceError, from_rpc_error
 from services.reasoning.mcts.generator import CallUsage, Completion, GenerationError
 
 _PURPOSES = {"reasoning": router_pb2.PURPOSE_REASONING, "judge": router_pb2.PURPOSE_JUDGE}
-_ERRORS: dict[grpc.StatusCode, type[ServiceError]] = {
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-}
 
 
 def router_error(err: grpc.aio.AioRpcError) -> ServiceError:
     """The service error a failed router call turns into (UNAVAILABLE when in doubt)."""
-    cls = _ERRORS.get(err.code(), Unavailable)
-    return cls(f"router: {err.code().name}: {err.details()}", reason="ROUTER_" + err.code().name, dependency="router")
+    return from_rpc_error(err, "router").relayed()
 
 
 class RouterCompleter:
