@@ -166,10 +166,6 @@ class MicroBatcher(Generic[R]):
             if item is not None and not item.future.done():
                 item.future.set_exception(Unavailable("emotion service is shutting down", dependency="model"))
 
-    def run_direct(self, texts: list[str]) -> Sequence[R]:
-        """Blocking call on the caller's thread (warm-up before serving)."""
-        return self._predict(texts)
-
     def submit_many(self, texts: Sequence[str], deadline: float | None = None) -> list[asyncio.Future[R]]:
         """Queue texts; each future resolves with its own result (batches form across callers).
 
