@@ -42,7 +42,7 @@ from services.router.app import breaker_config
 from services.router.breaker import BreakerBoard
 from services.router.category import CategoryDetector
 from services.router.classifier.model import CategoryClassifier
-from services.router.classifier.train import load_dataset
+from services.router.training.train_classifier import load_dataset
 from services.router.config import RouterSettings
 from services.router.decision import Inputs, ProviderView, decide
 from services.router.domain import RouteRequest

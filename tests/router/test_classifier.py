@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from services.router.classifier.model import CATEGORIES, MODEL_PATH, CategoryClassifier, char_wb_ngrams, word_ngrams
-from services.router.classifier.train import build_pipeline, export, is_held_out, load_dataset
+from services.router.training.train_classifier import build_pipeline, export, is_held_out, load_dataset
 
 
 @pytest.fixture(scope="module")

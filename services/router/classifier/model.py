@@ -1,7 +1,7 @@
 """The category classifier at serving time: TF-IDF (word 1-2 grams + char 2-5 grams) and a
 multinomial logistic regression, re-implemented in numpy from the exported ``model.npz``.
 
-Training (``python -m services.router.classifier.train``) uses scikit-learn; serving needs only
+Training (``python -m services.router.training.train_classifier``) uses scikit-learn; serving needs only
 numpy. The feature extraction below reproduces scikit-learn's ``TfidfVectorizer`` (lowercase,
 default token pattern, ``char_wb`` padding, sublinear tf, l2 norm) exactly, and a test checks
 that both give the same probabilities.

@@ -1,6 +1,6 @@
 """Train the category classifier and export it for numpy-only serving.
 
-    .venv/bin/python -m services.router.classifier.train [--out services/router/classifier/model.npz]
+    .venv/bin/python -m services.router.training.train_classifier [--out services/router/classifier/model.npz]
 
 Data: ``data/raw/<category>.txt`` (one prompt per line, written by the team, see
 ``data/README.md``). The held-out split is fixed by a hash of each prompt's text (about 20%),
