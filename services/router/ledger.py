@@ -14,8 +14,8 @@ this replica's budget checks, GetCosts flushes first, and ``close`` flushes what
 MongoDB writes go through an :class:`~masterx_runtime.outbox.Outbox`: while MongoDB is down the
 charges wait on local disk and are replayed in order when it is back (also after a restart), so
 an outage loses none (a crash can lose at most one flush interval of charges not yet queued).
-Replays are harmless: every charge has its own ``_id``, a duplicate means "already stored", and
-its daily increment is applied only while the charge is not yet marked ``daily: true``.
+Replays are harmless: every charge has its own ``_id`` (a duplicate means "already stored"), and
+a daily row takes each flush batch's increment once (it remembers the batch ids it counted).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 from redis.exceptions import RedisError
 
-from masterx_runtime.errors import InvalidArgument
+from masterx_runtime.errors import InvalidArgument, Unavailable
 from masterx_runtime.outbox import Outbox
 from masterx_runtime.stores.mongo_store import target
 from masterx_runtime.tasks import stop_tasks, wait_event
@@ -50,6 +50,8 @@ INDEXES = {
 }
 _COUNTER_TTL = 2 * 86400
 _SUMS = ("requests", "input_tokens", "output_tokens", "cost_usd")
+#: Batch ids a daily row remembers (replays come within seconds; ~40 batches/s per row at most).
+_BATCH_MEMORY = 1000
 
 
 def utc_day(ts: float | None = None) -> str:
@@ -163,13 +165,12 @@ class CostLedger:
                     **charge.__dict__,
                     "day": day,
                     "ts": dt.datetime.fromtimestamp(ts, dt.UTC),
-                    "daily": False,
                 }
             )
             for key in (self._provider_key(day, charge.provider), self._user_key(day, charge.user_id)):
                 counters[key] = counters.get(key, 0.0) + charge.cost_usd
         try:
-            await self.outbox.write(docs)
+            await self.outbox.write([{"_id": uuid.uuid4().hex, "charges": docs}])  # one entry per flush batch
         except PyMongoError as exc:  # rejected by MongoDB (not an outage): nothing to retry
             log.error("ledger write rejected", extra={"charges": len(batch), "error": str(exc)})
         try:
@@ -181,54 +182,54 @@ class CostLedger:
         except (RedisError, OSError) as exc:
             log.error("spend counters not updated", extra={"error": str(exc)})
 
-    async def _store(self, docs: list[dict[str, Any]]) -> None:
-        """Outbox writer: ledger documents, then the daily increments of those not counted yet."""
-        try:
-            await self.db[LEDGER].insert_many(docs, ordered=False)
-            fresh = docs
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            dup = {int(e["index"]) for e in errors}
-            ids = [docs[i]["_id"] for i in sorted(dup)]
-            uncounted = {
-                d["_id"] async for d in self.db[LEDGER].find({"_id": {"$in": ids}, "daily": False}, {"_id": 1})
-            }
-            fresh = [d for i, d in enumerate(docs) if i not in dup or d["_id"] in uncounted]
-        if not fresh:
-            return
-        daily: dict[str, dict[str, Any]] = {}
-        for doc in fresh:
-            row = daily.setdefault(
-                f"{doc['day']}|{doc['user_id']}|{doc['provider']}",
-                {
-                    "day": doc["day"],
-                    "user_id": doc["user_id"],
-                    "provider": doc["provider"],
-                    "inc": dict.fromkeys(_SUMS, 0),
-                },
-            )
-            inc = row["inc"]
-            inc["requests"] += 1
-            inc["input_tokens"] += doc["input_tokens"]
-            inc["output_tokens"] += doc["output_tokens"]
-            inc["cost_usd"] += doc["cost_usd"]
-        await self.db[DAILY].bulk_write(
-            [
+    async def _store(self, batches: list[dict[str, Any]]) -> None:
+        """Outbox writer, one flush batch at a time, exactly once even when replayed.
+
+        Ledger documents: a duplicate ``_id`` is a charge stored already. Daily rows: each row
+        remembers the last ``_BATCH_MEMORY`` batch ids that incremented it and matches only while
+        this batch is not among them (a replayed increment hits a duplicate key instead), so the
+        increment and its marker are one atomic document update.
+        """
+        for batch in batches:
+            bid, charges = batch["_id"], batch["charges"]
+            try:
+                await self.db[LEDGER].insert_many(charges, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+            daily: dict[str, dict[str, Any]] = {}
+            for doc in charges:
+                row = daily.setdefault(
+                    f"{doc['day']}|{doc['user_id']}|{doc['provider']}",
+                    {
+                        "day": doc["day"],
+                        "user_id": doc["user_id"],
+                        "provider": doc["provider"],
+                        "inc": dict.fromkeys(_SUMS, 0),
+                    },
+                )
+                inc = row["inc"]
+                inc["requests"] += 1
+                inc["input_tokens"] += doc["input_tokens"]
+                inc["output_tokens"] += doc["output_tokens"]
+                inc["cost_usd"] += doc["cost_usd"]
+            ops = [
                 UpdateOne(
-                    {"_id": key},
+                    {"_id": key, "batches": {"$ne": bid}},
                     {
                         "$setOnInsert": {"day": r["day"], "user_id": r["user_id"], "provider": r["provider"]},
                         "$inc": r["inc"],
+                        "$push": {"batches": {"$each": [bid], "$slice": -_BATCH_MEMORY}},
                     },
                     upsert=True,
                 )
                 for key, r in daily.items()
-            ],
-            ordered=False,
-        )
-        await self.db[LEDGER].update_many({"_id": {"$in": [d["_id"] for d in fresh]}}, {"$set": {"daily": True}})
+            ]
+            try:
+                await self.db[DAILY].bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
 
     def _queued(self, day: str, user_id: str, names: list[str]) -> tuple[float, dict[str, float]]:
         user = 0.0
@@ -289,12 +290,20 @@ class CostLedger:
 
     async def costs(self, user_id: str, provider: str, since_day: str, until_day: str) -> list[CostRow]:
         await self.flush()
-        await self.outbox.drain(timeout=2.0)
+        if not await self.outbox.drain(timeout=2.0):
+            raise Unavailable(
+                f"mongodb is down: {self.outbox.stats.pending} charges wait in the outbox, costs would be incomplete",
+                dependency="mongodb",
+            )
         query: dict[str, Any] = {"day": {"$gte": since_day, "$lte": until_day}}
         if user_id:
             query["user_id"] = user_id
         if provider:
             query["provider"] = provider
+        try:
+            docs = [r async for r in self.db[DAILY].find(query)]
+        except PyMongoError as exc:
+            raise Unavailable(f"mongodb unavailable: {type(exc).__name__}", dependency="mongodb") from exc
         rows = [
             CostRow(
                 r["day"],
@@ -305,7 +314,7 @@ class CostLedger:
                 int(r.get("output_tokens", 0)),
                 float(r.get("cost_usd", 0.0)),
             )
-            async for r in self.db[DAILY].find(query)
+            for r in docs
         ]
         rows.sort(key=lambda r: (r.day, r.user_id, r.provider))
         return rows

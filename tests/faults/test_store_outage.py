@@ -13,9 +13,12 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from masterx.benchmark.v1 import benchmark_pb2
+from masterx.router.v1 import router_pb2, router_pb2_grpc
+from masterx_runtime.clients import channel
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer
 from tests.faults.harness import (
@@ -59,6 +62,7 @@ async def test_mongodb_outage_under_load_loses_nothing(tmp_path: Path, fake_llm:
         killed = time.monotonic()
         await asyncio.sleep(5)
         during = {n: health(system, n).get("status") for n in ("router", "emotion", "benchmark")}
+        costs_during = await _get_costs(router)
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - killed)))
         await asyncio.to_thread(restart_store, system, "mongodb")
         outage = time.monotonic() - killed
@@ -67,6 +71,7 @@ async def test_mongodb_outage_under_load_loses_nothing(tmp_path: Path, fake_llm:
         run = await wait_run_end(bench, run_id, 90)
         boxes = await asyncio.to_thread(wait_outboxes_empty, system, ("router", "emotion", "benchmark"), 30)
         after = {n: health(system, n).get("status") for n in ("router", "emotion", "benchmark")}
+        costs_after = await _get_costs(router)
         rows = account(system.base_env["MONGO_URL"], load, run_id=run_id, run_total=run.total_items if run else -1)
         outbox_of = {"ledger": ("router", "router-ledger"), "emotion": ("emotion", "emotion-history")}
         outbox_of["benchmark"] = ("benchmark", "benchmark-items")
@@ -81,6 +86,7 @@ async def test_mongodb_outage_under_load_loses_nothing(tmp_path: Path, fake_llm:
                 "requests sent during/after the outage": load.chats.sent - sent_before,
                 "health during outage": during,
                 "health after": after,
+                "GetCosts during / after": (costs_during, costs_after),
                 "benchmark run": f"{benchmark_pb2.RunState.Name(run.state)} items {run.completed_items}/{run.total_items} "
                 f"error {run.error!r}"
                 if run
@@ -96,6 +102,7 @@ async def test_mongodb_outage_under_load_loses_nothing(tmp_path: Path, fake_llm:
         assert run is not None and benchmark_pb2.RunState.Name(run.state) == "RUN_STATE_SUCCEEDED", run
         assert run.completed_items == run.total_items
         assert load.chats.failed == 0 and load.analyses.failed == 0
+        assert costs_during == "UNAVAILABLE" and costs_after == "OK"  # never an incomplete answer
     finally:
         await load.stop()
         await asyncio.to_thread(system.stop)
@@ -128,3 +135,15 @@ async def test_redis_killed_and_restarted_under_load(tmp_path: Path, fake_llm: F
     finally:
         await load.stop()
         await asyncio.to_thread(system.stop)
+
+
+async def _get_costs(router: str) -> str:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    async with channel(router) as chan:
+        try:
+            await router_pb2_grpc.RouterServiceStub(chan).GetCosts(
+                router_pb2.GetCostsRequest(since_day=day, until_day=day), timeout=10
+            )
+        except grpc.aio.AioRpcError as err:
+            return str(err.code().name)
+    return "OK"
