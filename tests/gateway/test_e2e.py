@@ -19,8 +19,8 @@ import openai
 import pytest
 
 from masterx_runtime.launcher import LocalSystem
-from services.emotion.config import DEFAULT_MODEL_DIR
 from masterx_runtime.testing.fake_llm import FakeLLMServer
+from services.emotion.config import DEFAULT_MODEL_DIR
 from tests.gateway.system import (
     ADMIN_KEY,
     configure_providers,
@@ -155,6 +155,17 @@ def test_openai_client_non_streaming_and_streaming(system: LocalSystem) -> None:
     )
     assert pinned.model == "smart"
     assert pinned.choices[0].message.content == "Reply from smart: Say hi"
+    # A pinned model does not wait for the emotion analysis; it runs alongside and still arrives.
+    extension = (pinned.model_extra or {})["masterx"]
+    assert extension["emotion"] is not None and extension["emotion"]["primary"]
+    pinned_stream = client.chat.completions.create(
+        model="fast",
+        messages=[{"role": "user", "content": "Say hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    tail = [c for c in pinned_stream if c.usage is not None]
+    assert len(tail) == 1 and (tail[0].model_extra or {})["masterx"]["emotion"] is not None
 
     stream = client.chat.completions.create(
         model="auto",
