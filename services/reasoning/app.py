@@ -20,6 +20,7 @@ from masterx.router.v1 import router_pb2_grpc
 from masterx_runtime.clients import channel
 from masterx_runtime.config import load
 from masterx_runtime.errors import Unavailable
+from masterx_runtime.readiness import Dependency
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
@@ -188,6 +189,10 @@ class ReasoningApp(ServiceApp):
             await self._router_channel.close()
         if self._mongo is not None:
             await self._mongo.close()
+
+    def dependencies(self) -> list[Dependency]:
+        """MongoDB is optional: Reason works without it; the practice RPCs answer UNAVAILABLE meanwhile."""
+        return [self._mongo.dependency(required=False)] if self._mongo is not None else []
 
     def health_details(self) -> Mapping[str, Any]:
         return {
