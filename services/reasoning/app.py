@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc
 
-from masterx.common.v1 import common_pb2
-from masterx.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
+from masterx.reasoning.v1 import reasoning_pb2_grpc
 from masterx.router.v1 import router_pb2_grpc
 from masterx_runtime.clients import channel
 from masterx_runtime.config import load
@@ -24,7 +23,6 @@ from masterx_runtime.readiness import Dependency
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
-from services.reasoning import convert
 from services.reasoning.budget.allocator import BudgetAllocator
 from services.reasoning.budget.estimator import ComplexityEstimator
 from services.reasoning.config import ReasoningSettings, complexity_model_path, load_yaml
@@ -34,6 +32,7 @@ from services.reasoning.practice.mastery import PracticeConfig
 from services.reasoning.practice.store import INDEXES, MasteryStore
 from services.reasoning.practice_rpc import PracticeHandler
 from services.reasoning.reason_rpc import ReasonHandler, SearchSettings
+from services.reasoning.servicer import ReasoningServicer
 from services.reasoning.thinking_rpc import ThinkingHandler
 from services.reasoning.turns import INDEXES as TURN_INDEXES
 from services.reasoning.turns import TurnStore
@@ -41,77 +40,8 @@ from services.reasoning.turns import TurnStore
 log = logging.getLogger("masterx.reasoning")
 
 
-T = TypeVar("T")
-
-
-async def within_deadline(context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
-    """Await ``work`` but give up (DEADLINE_EXCEEDED) when the caller's deadline passes."""
-    remaining = context.time_remaining()
-    if remaining is None:
-        return await work
-    async with asyncio.timeout(remaining):
-        return await work
-
-
-class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
-    """Thin adapter: every RPC delegates to its handler, bounded by the caller's deadline
-    (Reason handles its deadline itself, to end with the best path so far)."""
-
-    def __init__(self, app: ReasoningApp) -> None:
-        self.app = app
-
-    async def Reason(
-        self, request: reasoning_pb2.ReasonRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[reasoning_pb2.ReasonEvent]:
-        async for event in self.app.reason_handler().run(request, context):
-            yield event
-
-    async def AllocateBudget(
-        self, request: reasoning_pb2.AllocateBudgetRequest, context: grpc.aio.ServicerContext
-    ) -> common_pb2.TokenBudget:
-        return convert.token_budget(self.app.allocator.allocate(convert.budget_request(request)))
-
-    async def PlanPracticeSession(
-        self, request: reasoning_pb2.PlanPracticeSessionRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.PracticePlan:
-        return await within_deadline(context, self.app.practice.plan(request))
-
-    async def GenerateProblem(
-        self, request: reasoning_pb2.GenerateProblemRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.GeneratedProblem:
-        return await within_deadline(context, self.app.practice.generate_problem(request))
-
-    async def ExplainTrace(
-        self, request: reasoning_pb2.ExplainTraceRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.ExplainTraceResponse:
-        return self.app.practice.explain(request)
-
-    async def UpdateMastery(
-        self, request: reasoning_pb2.UpdateMasteryRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.StudentMastery:
-        return await within_deadline(context, self.app.practice.update_mastery(request))
-
-    async def GetMastery(
-        self, request: reasoning_pb2.GetMasteryRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.StudentMastery:
-        return await within_deadline(context, self.app.practice.get_mastery(request))
-
-    async def DecideThinking(
-        self, request: reasoning_pb2.DecideThinkingRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.ThinkingDecision:
-        return await within_deadline(context, self.app.thinking.decide(request))
-
-    async def GetTurnReasoning(
-        self, request: reasoning_pb2.GetTurnReasoningRequest, context: grpc.aio.ServicerContext
-    ) -> reasoning_pb2.TurnReasoning:
-        return await within_deadline(context, self.app.thinking.turn_reasoning(request))
-
-
 class ReasoningApp(ServiceApp):
-    name = "reasoning"
-    service_names = ("masterx.reasoning.v1.ReasoningService",)
-    default_grpc_port = 50052
-    default_metrics_port = 9102
+    name = "reasoning"  # gRPC name and default ports: masterx_runtime/topology.py
 
     def __init__(
         self,

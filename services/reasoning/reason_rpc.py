@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from masterx.reasoning.v1 import reasoning_pb2
 from masterx.router.v1 import router_pb2_grpc
+from masterx_runtime.deadline import Deadline
 from masterx_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.reasoning import convert
 from services.reasoning.config import ReasoningSettings
@@ -165,7 +163,7 @@ class ReasonHandler:
         return RewardModel(mode, self.search.rewards, judge)
 
     async def run(
-        self, req: reasoning_pb2.ReasonRequest, context: grpc.aio.ServicerContext
+        self, req: reasoning_pb2.ReasonRequest, deadline: Deadline
     ) -> AsyncIterator[reasoning_pb2.ReasonEvent]:
         query = req.query.strip()
         if not query:
@@ -186,11 +184,9 @@ class ReasonHandler:
             call_timeout=self.call_timeout,
         )
         rewards = self.reward_model(req, completer)
-        remaining = context.time_remaining()
-        deadline = None
-        if remaining is not None and remaining < 1e9:
-            # stop early enough to send the result before the caller's deadline
-            deadline = time.monotonic() + remaining - min(1.0, 0.2 * remaining)
+        remaining = deadline.remaining()
+        if remaining is not None:  # stop early enough to send the result before the caller's deadline
+            deadline = deadline.earlier(min(1.0, 0.2 * remaining))
         search = Search(
             query,
             CompleterStepGenerator(completer, temperature=self.settings.step_temperature),
@@ -199,7 +195,7 @@ class ReasonHandler:
             student=convert.student_state(req.emotion),
             seed=req.seed,
             tables=self.search.tables,
-            deadline=deadline,
+            deadline=deadline.at(),
         )
         async for event in search.run():
             if isinstance(event, ResultEvent):
