@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 
 from masterx_runtime.errors import InvalidArgument, Unavailable
 from services.reasoning.controller import Decision
-from services.reasoning.mcts.engine import Node, SearchResult
+from services.reasoning.mcts.tree import Node, SearchResult
 
 COLLECTION = "reasoning_turns"
 INDEXES = {
