@@ -111,3 +111,16 @@ def test_trace_round_trips_through_json() -> None:
     data = to_dict(trace)
     assert data["skill_mastery"][0]["mastery"] == "rusty"
     assert from_dict(data, reasoning_pb2.GenerationTrace) == trace
+
+
+def test_the_http_error_table_is_one_consistent_table() -> None:
+    from services.gateway.errors import HTTP_ERRORS, HTTP_STATUS, bad_request, http_row
+
+    statuses = [row.status for row in HTTP_ERRORS]
+    assert len(statuses) == len(set(statuses)), "one row per HTTP status"
+    codes = [code for row in HTTP_ERRORS for code in row.grpc]
+    assert len(codes) == len(set(codes)), "a gRPC status maps to one HTTP status"
+    assert {code: row.status for row in HTTP_ERRORS for code in row.grpc} == HTTP_STATUS
+    assert http_row(418).code == "HTTP_ERROR" and http_row(418).type == "server_error"
+    assert bad_request("too big", status=413).body()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert bad_request("bad", "x", 422).body()["error"]["type"] == "invalid_request_error"
