@@ -315,10 +315,12 @@ class Outbox:
                 "outbox not empty at shutdown; kept on disk and replayed at the next start",
                 extra={"outbox": self.name, "writes": left, "path": str(self.path)},
             )
-        else:
+        else:  # nothing left: leave no files behind (the lock file goes last, while still held)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path.with_suffix(".lock"))
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
