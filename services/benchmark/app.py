@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,9 @@ import grpc
 
 from masterx.benchmark.v1 import benchmark_pb2_grpc
 from masterx_runtime.config import ConfigError, load
-from masterx_runtime.errors import Unavailable
+from masterx_runtime.readiness import Dependency
 from masterx_runtime.server import ServiceApp
 from masterx_runtime.settings import PeerSettings
-from masterx_runtime.readiness import Dependency
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
 from masterx_runtime.tasks import stop_tasks
 from services.benchmark.config import BenchmarkSettings
@@ -32,24 +31,9 @@ from services.benchmark.servicer import BenchmarkServicer
 from services.benchmark.store import INDEXES, BenchmarkStore
 from services.benchmark.suite import DEFAULT_SUITES_DIR, Suite, SuiteError, load_suites
 
-_METHODS = (
-    "StartRun",
-    "WatchRun",
-    "CancelRun",
-    "GetRun",
-    "ListItemResults",
-    "GetLeaderboard",
-    "GetScores",
-    "GetProviderHistory",
-    "ListSuites",
-)
-
 
 class BenchmarkApp(ServiceApp):
-    name = "benchmark"
-    service_names = ("masterx.benchmark.v1.BenchmarkService",)
-    default_grpc_port = 50054
-    default_metrics_port = 9104
+    name = "benchmark"  # gRPC name and default ports: masterx_runtime/topology.py
 
     def __init__(
         self,
@@ -74,33 +58,9 @@ class BenchmarkApp(ServiceApp):
         self.manager: RunManager | None = None
         self.scheduler: Scheduler | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
-        self._servicer: BenchmarkServicer | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Register now; calls are forwarded to the servicer that start() builds (UNAVAILABLE before)."""
-        proxy = type("BenchmarkServicerProxy", (benchmark_pb2_grpc.BenchmarkServiceServicer,), {})()
-        for method in _METHODS:
-            setattr(proxy, method, self._forward(method))
-        benchmark_pb2_grpc.add_BenchmarkServiceServicer_to_server(proxy, server)
-
-    def _ready(self) -> BenchmarkServicer:
-        if self._servicer is None:
-            raise Unavailable("benchmark service is starting", reason="STARTING")
-        return self._servicer
-
-    def _forward(self, method: str) -> Callable[..., Any]:
-        if method == "WatchRun":
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for message in self._ready().WatchRun(request, context):
-                    yield message
-
-            return stream
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await getattr(self._ready(), method)(request, context)
-
-        return unary
+        benchmark_pb2_grpc.add_BenchmarkServiceServicer_to_server(BenchmarkServicer(self), server)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -129,9 +89,6 @@ class BenchmarkApp(ServiceApp):
         self.router = RouterClient(self.peers.router_addr)
         scorer = ItemScorer(self.sandbox, self._judge() if cfg.judge_provider else None)
         self.manager = RunManager(store, self.suites, self.router, scorer, cfg, owner=self.owner, clock=self.clock)
-        self._servicer = BenchmarkServicer(
-            self.manager, store, self.suites, cfg, rpc_timeout=self.peers.rpc_timeout_seconds, clock=self.clock
-        )
         self.scheduler = Scheduler(self.manager, cfg)
         self._scheduler_task = asyncio.create_task(self.scheduler.run_forever(), name="benchmark-scheduler")
 

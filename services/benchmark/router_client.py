@@ -17,7 +17,7 @@ import grpc
 from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel
-from masterx_runtime.errors import Unavailable
+from masterx_runtime.errors import Unavailable, from_rpc_error
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,6 @@ class ProviderInfo:
     model: str
 
 
-def _router_down(err: grpc.aio.AioRpcError) -> bool:
-    """UNAVAILABLE without a status message from the router means the channel itself failed."""
-    return err.code() == grpc.StatusCode.UNAVAILABLE and not err.trailing_metadata()
-
-
 class RouterClient:
     """A channel to the router plus the two calls the benchmark needs."""
 
@@ -62,9 +57,8 @@ class RouterClient:
         try:
             resp = await self._stub.ListProviders(router_pb2.ListProvidersRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as err:
-            raise Unavailable(
-                f"router at {self.address}: {err.code().name} {err.details()}", dependency="router"
-            ) from err
+            exc = from_rpc_error(err, "router")
+            raise Unavailable(f"router at {self.address}: {exc.code.name} {exc.message}", dependency="router") from err
         return [ProviderInfo(p.name, p.model) for p in resp.providers]
 
     @staticmethod
@@ -111,13 +105,12 @@ class RouterClient:
                 elif kind == "done":
                     done = chunk.done
         except grpc.aio.AioRpcError as err:
-            if _router_down(err):
-                raise Unavailable(
-                    f"router at {self.address} unreachable: {err.details()}", dependency="router"
-                ) from err
+            exc = from_rpc_error(err, "router")
+            if exc.code == grpc.StatusCode.UNAVAILABLE and not exc.answered:  # the channel failed, not a provider
+                raise Unavailable(f"router at {self.address} unreachable: {exc.message}", dependency="router") from err
             return Answer(
                 latency_ms=(time.perf_counter() - started) * 1000,
-                error=f"{err.code().name}: {err.details()}"[:500],
+                error=f"{exc.code.name}: {exc.message}"[:500],
             )
         elapsed_ms = (time.perf_counter() - started) * 1000
         ttft_ms = ((first_delta - started) * 1000) if first_delta is not None else elapsed_ms
@@ -150,5 +143,6 @@ class RouterClient:
         try:
             resp = await self._stub.Generate(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
-            raise RuntimeError(f"judge {provider}: {err.code().name} {err.details()}") from err
+            exc = from_rpc_error(err, "router")
+            raise RuntimeError(f"judge {provider}: {exc.code.name} {exc.message}") from err
         return str(resp.text)
