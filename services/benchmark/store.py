@@ -189,12 +189,6 @@ class BenchmarkStore:
             self.write_batches += 1
             MONGO_WRITE_SECONDS.observe(elapsed)
 
-    async def count_items(self, run_id: str) -> int:
-        try:
-            return await self.items.count_documents({"run_id": run_id})
-        except PyMongoError as exc:
-            raise _unavailable(exc) from exc
-
     async def list_items(
         self, run_id: str, *, provider: str = "", category: str = "", after_seq: int = -1, limit: int = 0
     ) -> list[Document]:
