@@ -27,9 +27,10 @@ from pymongo.errors import PyMongoError
 from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx_runtime.config import ConfigError, load
+from masterx_runtime.deadline import Deadline
 from masterx_runtime.errors import InvalidArgument, ServiceError, Unavailable
-from masterx_runtime.server import ServiceApp
 from masterx_runtime.readiness import Dependency
+from masterx_runtime.server import ServiceApp
 from masterx_runtime.stores.mongo_store import MongoSettings, MongoStore
 from masterx_runtime.tasks import stop_tasks
 from services.emotion.batcher import MicroBatcher, worker_count
@@ -159,10 +160,7 @@ class _Job:
 class EmotionApp(ServiceApp):
     """Owns the model, the batcher, the parameter file and the MongoDB stores."""
 
-    name = "emotion"
-    service_names = (SERVICE,)
-    default_grpc_port = 50051
-    default_metrics_port = 9101
+    name = "emotion"  # gRPC name and default ports: masterx_runtime/topology.py
 
     def __init__(
         self,
@@ -721,10 +719,8 @@ class EmotionApp(ServiceApp):
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    if remaining is None:
-        return None
-    return asyncio.get_running_loop().time() + remaining
+    """The caller's deadline as a ``loop.time()`` instant (asyncio's loop clock is ``time.monotonic``)."""
+    return Deadline.from_context(context).at()
 
 
 class EmotionServicer(emotion_pb2_grpc.EmotionServiceServicer):
