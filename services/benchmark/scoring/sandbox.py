@@ -34,11 +34,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.benchmark.metrics import SANDBOX_RUNS, SANDBOX_SECONDS
+from services.benchmark.scoring import sandbox_probe
+from services.benchmark.scoring.sandbox_result import (
+    SandboxLimits,
+    SandboxResult,
+    SandboxUnavailable,
+    TestOutcome,
+    apply_message,
+    outcome_label,
+)
+
+__all__ = ["Sandbox", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "TestOutcome", "collapse_binds"]
 
 log = logging.getLogger("masterx.benchmark.sandbox")
 
@@ -50,71 +60,6 @@ _OUTPUT_TAIL = 2000
 _DIAGNOSTIC_BYTES = 4000
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ISOLATIONS = ("namespaces", "rlimits", "auto")
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits for one sandboxed run."""
-
-    timeout_s: float = 10.0
-    per_test_timeout_s: float = 3.0
-    memory_mb: int = 256
-    max_processes: int = 16
-    output_bytes: int = 64 * 1024
-    file_bytes: int = 8 * 1024 * 1024
-    open_files: int = 64
-    tmp_mb: int = 16
-    shm_mb: int = 16
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    index: int
-    ok: bool
-    error: str = ""
-
-
-@dataclass
-class SandboxResult:
-    """What happened to one answer: per-test outcomes plus why the run stopped early, if it did."""
-
-    total: int
-    tests: list[TestOutcome] = field(default_factory=list)
-    compile_error: str = ""
-    module_error: str = ""
-    setup_error: str = ""
-    timed_out: bool = False
-    output_exceeded: bool = False
-    finished: bool = False
-    exit_code: int | None = None
-    duration_ms: float = 0.0
-    output_tail: str = ""
-    diagnostics: str = ""
-
-    @property
-    def passed(self) -> int:
-        return sum(1 for t in self.tests if t.ok)
-
-    @property
-    def contained_failure(self) -> str:
-        """A non-empty reason when the run was stopped by a limit or never completed."""
-        if self.setup_error:
-            return f"sandbox setup failed: {self.setup_error}"
-        if self.timed_out:
-            return "killed: wall-clock limit"
-        if self.output_exceeded:
-            return "killed: output limit"
-        if self.compile_error:
-            return f"does not compile: {self.compile_error}"
-        if self.module_error:
-            return f"answer failed at top level: {self.module_error}"
-        if not self.finished:
-            return f"sandbox exited early (exit code {self.exit_code})"
-        return ""
-
-
-class SandboxUnavailable(RuntimeError):
-    """The configured isolation does not work on this machine: untrusted code is not run."""
 
 
 def _within(path: Path, parent: Path) -> bool:
@@ -200,10 +145,14 @@ class Sandbox:
                     self.mode, self.python, self.binds = mode, python, binds
                     if mode == "rlimits" and not self._root:
                         _make_non_dumpable()  # the worker runs as our uid: keep our memory and environ from it
-                    tests = [_PROBE_TEST, _probe_network_test(port), _probe_environ_test()]
+                    tests = [
+                        sandbox_probe.PROBE_TEST,
+                        sandbox_probe.probe_network_test(port),
+                        sandbox_probe.probe_environ_test(),
+                    ]
                     if mode == "namespaces":
-                        tests += _probe_isolation_tests()
-                    result = await self.run(_PROBE_CODE, tests)
+                        tests += sandbox_probe.probe_isolation_tests()
+                    result = await self.run(sandbox_probe.PROBE_CODE, tests)
                     if result.passed == len(tests):
                         if mode != modes[0]:
                             log.warning(
@@ -244,7 +193,7 @@ class Sandbox:
                 "-S",
                 "-B",
                 "-c",
-                _RUNTIME_PROBE,
+                sandbox_probe.RUNTIME_PROBE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -349,7 +298,7 @@ class Sandbox:
             shutil.rmtree(workdir, ignore_errors=True)
             result.duration_ms = (time.perf_counter() - started) * 1000
             SANDBOX_SECONDS.observe(result.duration_ms / 1000)
-            SANDBOX_RUNS.labels(_outcome(result)).inc()
+            SANDBOX_RUNS.labels(outcome_label(result)).inc()
         return result
 
     def _prepare_workdir(self, workdir: str) -> str:
@@ -386,7 +335,7 @@ class Sandbox:
             except asyncio.LimitOverrunError as exc:
                 diagnostics += (await proc.stderr.read(exc.consumed))[:_DIAGNOSTIC_BYTES]
                 continue
-            if not (line.startswith(b"{") and _apply(result, line)):
+            if not (line.startswith(b"{") and apply_message(result, line)):
                 diagnostics += line
             del diagnostics[:-_DIAGNOSTIC_BYTES]
             if result.finished:
@@ -413,43 +362,6 @@ class Sandbox:
                 _kill_group(proc.pid)
 
 
-def _apply(result: SandboxResult, payload: bytes) -> bool:
-    try:
-        msg = json.loads(payload)
-    except ValueError:
-        return False
-    if not isinstance(msg, dict):
-        return False
-    kind = msg.get("kind")
-    if kind == "test":
-        index = int(msg.get("index", -1))
-        if 0 <= index < result.total and all(t.index != index for t in result.tests):
-            result.tests.append(TestOutcome(index, bool(msg.get("ok")), str(msg.get("error", ""))[:300]))
-    elif kind == "compile":
-        result.compile_error = str(msg.get("error", ""))[:300]
-    elif kind == "module":
-        result.module_error = str(msg.get("error", ""))[:300]
-    elif kind == "setup":
-        result.setup_error = str(msg.get("error", ""))[:300]
-    elif kind == "done":
-        result.finished = True
-    else:
-        return False
-    return True
-
-
-def _outcome(result: SandboxResult) -> str:
-    if result.setup_error:
-        return "setup_failed"
-    if result.timed_out:
-        return "timeout"
-    if result.output_exceeded:
-        return "output_limit"
-    if result.compile_error or result.module_error:
-        return "answer_error"
-    return "finished" if result.finished else "exited_early"
-
-
 def _make_non_dumpable() -> None:
     """prctl(PR_SET_DUMPABLE, 0): /proc/<this pid>/{environ,mem,fd} and ptrace closed to same-uid processes."""
     import ctypes
@@ -464,64 +376,3 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
-
-
-#: Run by the candidate interpreter itself: the paths it needs (executable, stdlib, shared libraries).
-_RUNTIME_PROBE = r"""
-import json, os, sys, sysconfig
-for name in ("json", "ctypes", "socket", "select", "struct", "resource", "platform", "math", "cmath",
-             "decimal", "fractions", "hashlib", "random", "datetime", "collections", "itertools",
-             "functools", "re", "heapq", "bisect", "string", "statistics", "array", "binascii",
-             "zlib", "unicodedata", "operator", "typing", "dataclasses", "enum", "textwrap", "copy"):
-    try:
-        __import__(name)
-    except Exception:
-        pass
-paths = {os.path.realpath(sys.executable)}
-for key in ("stdlib", "platstdlib"):
-    if sysconfig.get_paths().get(key):
-        paths.add(sysconfig.get_paths()[key])
-if sysconfig.get_config_var("DESTSHARED"):
-    paths.add(sysconfig.get_config_var("DESTSHARED"))
-for module in list(sys.modules.values()):
-    file = getattr(module, "__file__", None)
-    if file:
-        paths.add(os.path.dirname(os.path.realpath(file)))
-with open("/proc/self/maps") as maps:
-    for line in maps:
-        parts = line.split(None, 5)
-        if len(parts) == 6 and parts[5].startswith("/") and ".so" in parts[5]:
-            paths.add(os.path.dirname(os.path.realpath(parts[5].strip())))
-print(json.dumps(sorted(p for p in paths if os.path.exists(p))))
-"""
-
-_PROBE_CODE = (
-    "import fractions, os, socket\n\n"
-    "def probe():\n    return int(fractions.Fraction(1, 2) * 2)\n\n"
-    "def net(port):\n"
-    "    try:\n        socket.create_connection(('127.0.0.1', port), timeout=1).close()\n"
-    "    except OSError:\n        return 'blocked'\n    return 'reachable'\n\n"
-    "def sees(path):\n    return os.path.exists(path)\n\n"
-    "def reads(path):\n    try:\n        open(path, 'rb').read(1)\n    except OSError:\n        return False\n    return True\n\n"
-    "def pids():\n    return len([p for p in os.listdir('/proc') if p.isdigit()])\n\n"
-    "def shm():\n    with open('/dev/shm/probe', 'w') as f:\n        f.write('x')\n    return True\n"
-)
-_PROBE_TEST = "assert probe() == 1"
-
-
-def _probe_network_test(port: int) -> str:
-    return f"assert net({port}) == 'blocked', 'network reachable from the sandbox'"
-
-
-def _probe_environ_test() -> str:
-    """In every mode the answer must not read this service's environment (store URLs, keys)."""
-    return f"assert reads('/proc/{os.getpid()}/environ') is False, 'service environment readable'"
-
-
-def _probe_isolation_tests() -> list[str]:
-    """The namespaces mode must hide the project and this process, and give a private /dev/shm."""
-    return [
-        f"assert sees({str(Path(__file__).resolve())!r}) is False, 'project files visible in the sandbox'",
-        "assert pids() <= 3, 'host processes visible in the sandbox'",
-        "assert shm() is True, 'no private /dev/shm'",
-    ]
