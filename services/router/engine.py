@@ -124,12 +124,16 @@ class Router:
 
     async def category(self, req: RouteRequest) -> CategoryScores:
         """Hint > the request's emotion result > the emotion service (only when the request brought
-        no emotion result: asking again would run the encoder twice) > the TF-IDF classifier."""
+        no emotion result: asking again would run the encoder twice) > the TF-IDF classifier.
+
+        A pinned request is never sent to the emotion service: one candidate ranks the same under
+        every category, and its callers (the gateway for a named model, benchmark runs) analyse
+        emotion themselves or not at all."""
         if req.category_hint:
             return CategoryScores.one_hot(req.category_hint, CategorySource.HINT)
         if req.category_scores is not None:
             return req.category_scores
-        if req.emotion is not None:  # the emotion service already ran, without a category head
+        if req.emotion is not None or req.pinned:  # the encoder already ran (no category head) / one candidate
             return self.detector.classify(req.text)
         return await self.detector.detect(req.text)
 

@@ -139,10 +139,13 @@ async def test_direct_call_asks_the_emotion_service_else_the_classifier(
                 ask("How do I reverse a list in Python?", emotion=common_pb2.EmotionResult(primary_emotion="joy")),
                 timeout=5,
             )
+            # a pinned request has one candidate whatever the category: no encoder pass for it
+            pinned = await stub.Route(ask("How do I reverse a list in Python?", pinned_provider="cheap"), timeout=5)
     finally:
         await server.stop(0)
     assert d.category == common_pb2.CATEGORY_MATH and d.category_source == "emotion_service"
     assert old_model.category_source == "classifier" and old_model.category == common_pb2.CATEGORY_CODING
+    assert pinned.category_source == "classifier" and pinned.provider == "cheap"
     assert [r.user_id for r in emotion.requests] == [""]  # nothing written to the student's history
     headless = Emotion(None)  # type: ignore[abstract]  # an emotion model without a category head
     server, port = await _serve(headless)
