@@ -17,7 +17,10 @@ Everything runs on loopback, as child processes of this script:
 
 Targets, measured in turn (A B A B ...) in each of ``--reps`` repetitions so that machine load
 drifts hit all of them alike: ``direct`` (the provider itself: the baseline), ``litellm``,
-``mx-gateway`` (emotion on), ``mx-gateway-noemo`` and ``mx-router`` (the router over gRPC).
+``mx-gateway`` (emotion on), ``mx-gateway-noemo`` and ``mx-router`` (the router over gRPC). With
+no emotion result in the request the router asks the emotion service for the category itself
+(``ROUTER_CATEGORY_EMOTION_ADDR``, when the model has a category head), so the emotion process
+counts towards every MasterX target's CPU.
 Per target: latency of non-streamed requests at 1 and 32 concurrent clients; streaming time to
 first token and whole-stream time at 1, 50 and 200 concurrent streams (closed loop: each
 stream slot starts a new stream when its last one ends); throughput at 64 clients, with the
@@ -378,7 +381,12 @@ def start_litellm(binary: Path, fake_port: int, tmp: Path) -> tuple[ManagedProce
         f"  master_key: {LITELLM_KEY}\n"
     )
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LITELLM_MASTER_KEY"))},
+        # Its own venv only: nothing of MasterX's import path, database or keys leaks in.
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith(("DATABASE_URL", "LITELLM_MASTER_KEY"))
+        },
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_LOG": "ERROR",
         "LITELLM_TELEMETRY": "False",
@@ -639,11 +647,15 @@ def main() -> None:
             ),
             Target(
                 "mx-gateway-noemo",
-                {"gateway": noemo.proc.pid, "router": pid["router"], **stores},
+                {"gateway": noemo.proc.pid, "router": pid["router"], "emotion": pid["emotion"], **stores},
                 port=int(noemo.url.rsplit(":", 1)[1]),
                 model="masterx",
             ),
-            Target("mx-router", {"router": pid["router"], **stores}, grpc_addr=system.children["router"].url),
+            Target(
+                "mx-router",
+                {"router": pid["router"], "emotion": pid["emotion"], **stores},
+                grpc_addr=system.children["router"].url,
+            ),
         ]
         if args.only:
             targets = [t for t in targets if t.name == "direct" or t.name in args.only]
