@@ -92,18 +92,16 @@ class RunManager(RunExecution):
 
     # ---- starting ---------------------------------------------------------------------------
 
-    def _categories(self, requested: Sequence[int]) -> list[str]:
+    def _categories(self, requested: Sequence[str]) -> list[str]:
+        """Suite names in request order without repeats; all suites when none are asked for."""
         if not requested:
             return [self.suites[c].name for c in sorted(self.suites)]
-        names: list[str] = []
-        for value in requested:
-            if value not in self.suites:
-                raise InvalidArgument(
-                    f"unknown category {value} (no suite for it)", reason="UNKNOWN_CATEGORY", field="categories"
-                )
-            if self.suites[value].name not in names:
-                names.append(self.suites[value].name)
-        return names
+        unknown = [name for name in requested if name not in self._by_name]
+        if unknown:
+            raise InvalidArgument(
+                f"unknown category {unknown[0]!r} (no suite for it)", reason="UNKNOWN_CATEGORY", field="categories"
+            )
+        return list(dict.fromkeys(requested))
 
     async def _providers(self, requested: Sequence[str], timeout: float) -> list[str]:
         available = [p.name for p in await self.router.list_providers(timeout)]
@@ -122,7 +120,7 @@ class RunManager(RunExecution):
 
     async def start(
         self,
-        categories: Sequence[int],
+        categories: Sequence[str],
         providers: Sequence[str],
         *,
         trigger: str,

@@ -70,7 +70,7 @@ class BenchmarkServicer(benchmark_pb2_grpc.BenchmarkServiceServicer):
         timeout = deadline.remaining() or 0.0
         doc = await deadline.run(
             self.manager.start(
-                list(request.categories),
+                [self._category(value, required=True, name="categories") for value in request.categories],
                 list(request.providers),
                 trigger=request.trigger,
                 max_items=request.max_items_per_suite,
