@@ -238,12 +238,12 @@ async def bench_through_router() -> list[str]:
     from masterx_runtime.config import load
     from masterx_runtime.settings import PeerSettings
     from masterx_runtime.stores.mongo_store import MongoSettings
+    from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
     from masterx_runtime.testing.grpc_server import serving
     from masterx_runtime.testing.servers import start_mongo, start_redis
     from services.reasoning.app import ReasoningApp
     from services.reasoning.config import ReasoningSettings
     from services.router.app import RouterApp
-    from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
 
     redis, mongo = start_redis(), start_mongo()
     lines = []

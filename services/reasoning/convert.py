@@ -8,8 +8,8 @@ from masterx.common.v1 import common_pb2
 from masterx.reasoning.v1 import reasoning_pb2
 from services.reasoning.budget.allocator import Budget, BudgetRequest
 from services.reasoning.controller import Decision
-from services.reasoning.mcts.tree import Node, SearchResult
 from services.reasoning.mcts.prompts import StudentState
+from services.reasoning.mcts.tree import Node, SearchResult
 from services.reasoning.practice.explain import SkillNote, StepView
 from services.reasoning.practice.generator import Bounds, Problem, Trace
 from services.reasoning.practice.mastery import MasteryState, SkillRecord

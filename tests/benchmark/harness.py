@@ -26,12 +26,12 @@ from masterx_runtime.clients import channel, wait_until_serving
 from masterx_runtime.server import GrpcServer, ServiceApp
 from masterx_runtime.settings import PeerSettings, ServerSettings
 from masterx_runtime.stores.mongo_store import MongoSettings
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 from masterx_runtime.testing.servers import free_port
 from services.benchmark.app import BenchmarkApp
 from services.benchmark.config import BenchmarkSettings
 from services.benchmark.scoring.specs import KeywordSpec, NumericSpec, RubricSpec, UnitTestSpec
 from services.benchmark.suite import Suite, SuiteItem, load_suites
-from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 #: Replies of a provider that is wrong on every item (but well-formed).
 WRONG_EMPATHY = "You should have studied harder. This is easy, obviously, so stop complaining."

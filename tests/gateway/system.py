@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from masterx_runtime.launcher import LocalSystem
-from services.emotion.config import DEFAULT_MODEL_DIR
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
+from services.emotion.config import DEFAULT_MODEL_DIR
 
 ADMIN_KEY = "e2e-admin-key-7f3a9c"
 

@@ -21,9 +21,9 @@ from masterx.common.v1 import common_pb2
 from masterx.reasoning.v1 import reasoning_pb2 as pb
 from masterx.reasoning.v1 import reasoning_pb2_grpc
 from masterx_runtime import metrics
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
-from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 from tests.reasoning.conftest import make_app
 
 EQUATION = "Solve 2x + 3 = 11 for x."
