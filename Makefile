@@ -11,7 +11,7 @@ STAMP_TRAIN := $(VENV)/.installed-train-v2
 PROTOS := $(shell find protos -name '*.proto' | sort)
 DATA ?= ../shared/data
 
-.PHONY: help setup setup-run setup-train run test test-all test-faults lint protos proto-check proto-lock readme-env bench train-emotion clean
+.PHONY: help setup setup-run setup-train run test test-all test-faults lint protos proto-check proto-lock readme-env bench train-emotion train-heads train-router clean
 
 help:
 	@echo "make run          set up the run-only install (first time) and start every service locally"
@@ -23,7 +23,10 @@ help:
 	@echo "make protos       regenerate Python code from protos/"
 	@echo "make proto-check  fail if a field number or type changed incompatibly"
 	@echo "make bench        run every benchmark under bench/"
+	@echo "make images       build the container images (docker or podman; docs/deploy.md)"
+	@echo "make container-test  run the system from its images and check health and a chat"
 	@echo "make train-emotion DATA=../shared/data  retrain the emotion model"
+	@echo "make train-heads DATA=../shared/data    retrain the category (router) and urgency heads on it"
 
 # Development environment (CI runs this, then `make test`): what running needs plus the dev extras.
 setup: $(STAMP_DEV)
@@ -96,6 +99,22 @@ bench-peers: setup
 
 train-emotion: setup-train
 	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model
+
+# Category head (router) and urgency head (intervention) on the emotion encoder's pooled layers.
+train-heads: setup-train
+	$(PYTHON) -m services.emotion.training.heads --data $(DATA) --out services/emotion/model
+train-router: train-heads
+
+# Images with whichever engine exists (docker + BuildKit, else podman); the base is built locally
+# with debootstrap when no registry answers. MASTERX_IMAGES_ALL=1 adds router-local and emotion-gpu.
+.PHONY: images container-test
+images:
+	deploy/containers/images.sh
+
+# The system from its images on one host (network, stores, hardening as in the dev overlay), health
+# of every service and a chat through the gateway container; removes everything it started.
+container-test: setup
+	deploy/containers/container-test.sh
 
 clean:
 	rm -rf .masterx .pytest_cache .mypy_cache .ruff_cache
