@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         eng.start("redis", testkit, [*kit, "--network-alias", "masterx-redis"],
                   ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
         eng.start("mongo", testkit, [*kit, "--network-alias", "masterx-mongo"],
-                  ["secantusd-py", "--host", "0.0.0.0", "--port", "27017", "--storage-path", "/tmp/db",
+                  # Bound to its network name: the server advertises that address in `hello`, and
+                  # a client that learned 0.0.0.0 from it could not connect.
+                  ["secantusd-py", "--host", "masterx-mongo", "--port", "27017", "--storage-path", "/tmp/db",
                    "--log-level", "WARNING"])
         eng.start("fake-llm", testkit, [*kit, "--network-alias", "fake-llm", "-v", f"{state}:/config:ro"],
                   ["python", "/opt/testkit/fake_llm.py", "--host", "0.0.0.0", "--port", str(FAKE_PORT),
