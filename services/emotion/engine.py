@@ -17,6 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from .heads import CATEGORIES, Heads
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
@@ -38,6 +40,13 @@ class Prediction:
         the calibrated group rule in ``model.json``; empty if the model has no group calibration.
     ekman_active: Ekman groups whose probability reaches their calibrated threshold, highest
         first (may be empty).
+    category_probabilities: probability of each router task category (``heads.CATEGORIES``
+        order), summing to 1; empty when the model has no heads.
+    followup_probability: probability that the message has no topic of its own ("why?", "ok,
+        next one"): it continues the conversation's topic.
+    urgency_probability: calibrated P(urgency >= 4 of 7): an instructor should step in (the
+        urgency head, trained on coded forum posts); None when the model has no heads.
+    urgency_score: expected urgency on the coders' 1-7 scale (0 when the model has no heads).
     """
 
     probabilities: tuple[float, ...]
@@ -49,6 +58,10 @@ class Prediction:
     truncated: bool
     ekman_probabilities: tuple[float, ...] = field(default=())
     ekman_active: tuple[str, ...] = field(default=())
+    category_probabilities: tuple[float, ...] = field(default=())
+    followup_probability: float = 0.0
+    urgency_probability: float | None = None
+    urgency_score: float = 0.0
 
 
 def choose_providers(prefer_gpu: bool = True, enable_tensorrt: bool = False) -> list[str]:
@@ -113,6 +126,7 @@ class EmotionModel:
         names = meta["tensors"]
         self._in_ids, self._in_mask = names["input_ids"], names["attention_mask"]
         self._out_logits, self._out_pad = names["emotion_logits"], names["pad"]
+        self._init_heads(meta)
 
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -137,6 +151,18 @@ class EmotionModel:
             self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
         self.providers: list[str] = list(self.session.get_providers())
         log.info("emotion model %s loaded with providers %s", self.model_version, self.providers)
+
+    def _init_heads(self, meta: dict) -> None:
+        """Category and urgency heads named in ``model.json`` (``heads``); none for older models.
+
+        Raises ``heads.HeadsMismatch`` when the heads file does not fit this code's label set or
+        the model's feature width, so a service with a wrong model refuses to start.
+        """
+        spec = meta.get("heads")
+        self.heads: Heads | None = Heads(self.model_dir / spec["file"], spec) if spec else None
+        self.heads_version: str = self.heads.version if self.heads else ""
+        self.categories: list[str] = list(CATEGORIES) if self.heads else []
+        self._outputs = [self._out_logits, self._out_pad] + ([spec["output"]] if spec else [])
 
     def _init_ekman_rule(self, meta: dict) -> None:
         """Ekman group rule from ``model.json`` (``ekman_group_rule``; older files: max rule)."""
@@ -187,9 +213,25 @@ class EmotionModel:
 
     def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
         """Raw outputs of one batch: (emotion logits [B,28], PAD [B,3] in 0-1, truncated flags)."""
+        logits, pad, _features, truncated = self.infer_all(texts)
+        return logits, pad, truncated
+
+    def infer_all(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[bool]]:
+        """One batch: emotion logits, PAD, the heads' pooled features (None without heads), truncated."""
         ids, mask, truncated = self.encode(texts)
-        logits, pad = self.session.run([self._out_logits, self._out_pad], {self._in_ids: ids, self._in_mask: mask})
-        return np.asarray(logits, dtype=np.float32), np.asarray(pad, dtype=np.float32), truncated
+        outs = self.session.run(self._outputs, {self._in_ids: ids, self._in_mask: mask})
+        features = np.asarray(outs[2], dtype=np.float32) if len(outs) > 2 else None
+        return np.asarray(outs[0], dtype=np.float32), np.asarray(outs[1], dtype=np.float32), features, truncated
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        """The heads' raw input features [B, width] (per text when batch_invariant, as served)."""
+        if self.heads is None:
+            raise ValueError(f"model {self.model_version} has no heads (no 'features' output)")
+        if self.batch_invariant and len(texts) > 1:
+            return np.concatenate([self.features([t]) for t in texts])
+        _logits, _pad, features, _truncated = self.infer_all(texts)
+        assert features is not None
+        return features
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: sigmoid(logits / temperature)."""
@@ -207,7 +249,8 @@ class EmotionModel:
             return []
         if self.batch_invariant and len(texts) > 1:
             return [p for t in texts for p in self.predict([t])]
-        logits, pad, truncated = self.infer(texts)
+        logits, pad, features, truncated = self.infer_all(texts)
+        heads = self.heads(features) if self.heads is not None and features is not None else None
         probs = self.probabilities(logits)
         pad = np.clip(pad, 0.0, 1.0)
         gp = self.ekman_probabilities(logits, probs) if self.ekman_groups else np.zeros((len(texts), 0))
@@ -229,6 +272,10 @@ class EmotionModel:
                     truncated=bool(truncated[i]),
                     ekman_probabilities=tuple(float(x) for x in g),
                     ekman_active=tuple(self.ekman_groups[k] for k in g_active),
+                    category_probabilities=tuple(heads.category[i].tolist()) if heads else (),
+                    followup_probability=float(heads.followup[i]) if heads else 0.0,
+                    urgency_probability=float(heads.urgency_probability[i]) if heads else None,
+                    urgency_score=float(heads.urgency_score[i]) if heads else 0.0,
                 )
             )
         return out

@@ -454,6 +454,11 @@ def run_post_training(
     log(f"chosen int8 variant: {chosen}")
     shutil.copy(variants[chosen], out / ONNX_FILE)
     shutil.copy(tok_path, out / "tokenizer.json")
+    # the category and urgency heads read pooled layers: expose them (python -m
+    # services.emotion.training.heads then trains the heads on this model)
+    from .features import add_features_output
+
+    add_features_output(out / ONNX_FILE, out / ONNX_FILE)
     q, f = res[chosen], res["fp32"]
     cal = q["calibration"]
 
