@@ -48,7 +48,7 @@ def main() -> int:
     model = EmotionModel(cfg.model_path, intra_op_threads=1, prefer_gpu=False)
     app = EmotionApp(cfg, model=model)
     app.model = model
-    app._category_enums = [_category_enum(c) for c in getattr(model, "categories", [])]  # as start() does
+    app._category_enums = [_category_enum(c) for c in model.categories]  # as start() does
     (pred,) = model.predict(["I've tried this five times and I'm so frustrated, can you explain it again?"])
     ctx = StudentContext(cognitive_load=0.8, time_on_task_seconds=900)
     job = _Job("text", "s-1", "sess", ctx, "turn-1")
@@ -59,7 +59,7 @@ def main() -> int:
         "SerializeToString": timed(result.SerializeToString, args.n),
     }
     print(f"machine: {machine()}; parameters {app.params.version}; model {model.model_version}")
-    print(f"heads: {getattr(model, 'heads_version', '') or 'none'}; {args.n} runs each")
+    print(f"heads: {model.heads_version or 'none'}; {args.n} runs each")
     print(f"{'step':<22} {'mean us':>8} {'p50 us':>8} {'p95 us':>8}")
     for name, xs in rows.items():
         print(f"{name:<22} {sum(xs) / len(xs):8.1f} {percentile(xs, 50):8.1f} {percentile(xs, 95):8.1f}")

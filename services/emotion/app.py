@@ -92,7 +92,7 @@ def _category_enum(name: str) -> common_pb2.Category.ValueType:
 
 def check_params_fit_model(params: LearningParams, model: EmotionModel) -> None:
     """ConfigError when the parameters weigh the urgency head and the model has none."""
-    if params.needs_urgency and not getattr(model, "heads_version", ""):
+    if params.needs_urgency and not model.heads_version:
         raise ConfigError(
             [
                 f"parameters {params.version} weigh u:urgency but model {model.model_version} has no urgency "
@@ -239,7 +239,7 @@ class EmotionApp(ServiceApp):
             )
         load_ms = (time.perf_counter() - started) * 1000
         check_params_fit_model(self.params, model)
-        self._category_enums = [_category_enum(c) for c in getattr(model, "categories", [])]
+        self._category_enums = [_category_enum(c) for c in model.categories]
         # A per-text model runs each text on its own anyway: workers take one text at a time, so
         # each answer leaves as soon as it is ready and no worker idles behind another's batch.
         batcher: MicroBatcher[Prediction] = MicroBatcher(
@@ -357,7 +357,7 @@ class EmotionApp(ServiceApp):
             "model_version": m.model_version if m else None,
             "parameters_version": self.params.version,
             "parameters_source": self.params_source,
-            "heads_version": getattr(m, "heads_version", "") if m else "",
+            "heads_version": m.heads_version if m else "",
             "execution_providers": m.providers if m else [],
             "quantized": self.quantized,
             "intra_op_threads": self.cfg.intra_op_threads,
@@ -498,7 +498,7 @@ class EmotionApp(ServiceApp):
         """EmotionResult without latency/trajectory; also returns the learning-state name."""
         params = self.params  # one version for the whole result, even if a reload swaps it now
         probs = np.asarray(pred.probabilities, dtype=np.float64)
-        urgency: float | None = getattr(pred, "urgency_probability", None)
+        urgency = pred.urgency_probability
         out = params.evaluate(params.feature_vector(probs, pred.pad, ctx, urgency), has_context(ctx))
         active = set(pred.active_labels)
         model = self.model
@@ -526,17 +526,17 @@ class EmotionApp(ServiceApp):
             ],
             ekman_active=pred.ekman_active,
         )
-        cats: tuple[float, ...] = getattr(pred, "category_probabilities", ())
+        cats = pred.category_probabilities
         if cats and len(cats) == len(self._category_enums):
             result.category_scores.extend(
                 common_pb2.CategoryScore(category=c, probability=p)
                 for c, p in zip(self._category_enums, cats, strict=True)
             )
-            result.followup_probability = getattr(pred, "followup_probability", 0.0)
+            result.followup_probability = pred.followup_probability
         if urgency is not None:
             result.urgency.probability = urgency
-            result.urgency.score = getattr(pred, "urgency_score", 0.0)
-            result.urgency.model_version = getattr(model, "heads_version", "")
+            result.urgency.score = pred.urgency_score
+            result.urgency.model_version = model.heads_version
         return result, out.state
 
     # ---- trajectories and outcomes ------------------------------------------------------------
@@ -711,8 +711,8 @@ class EmotionApp(ServiceApp):
             max_sequence_length=m.max_seq_length,
             max_batch_size=self.cfg.max_request_batch,
             quantized=self.quantized,
-            heads_version=getattr(m, "heads_version", ""),
-            categories=list(getattr(m, "categories", [])),
+            heads_version=m.heads_version,
+            categories=list(m.categories),
             ekman_groups=list(m.ekman_groups),
             parameters_source=self.params_source,
         )

@@ -8,7 +8,7 @@ from masterx_runtime.config import env, settings
 
 SERVICE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = SERVICE_DIR / "model"
-DEFAULT_PARAMS_PATH = SERVICE_DIR / "params" / "learning_v1.json"
+DEFAULT_PARAMS_PATH = SERVICE_DIR / "params" / "learning_v2.json"
 
 
 @settings("emotion")
@@ -24,7 +24,7 @@ class EmotionSettings:
         "EMOTION_PARAMS_PATH",
         "",
         "Learning-state / readiness / intervention parameter file, JSON with a `version` "
-        "(empty = the shipped `services/emotion/params/learning_v1.json`).",
+        "(empty = the shipped `services/emotion/params/learning_v2.json`).",
     )
     max_text_bytes: int = env(
         "EMOTION_MAX_TEXT_BYTES",

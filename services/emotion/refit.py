@@ -282,9 +282,9 @@ def _recompute(docs: list[dict[str, Any]], model_dir: Path) -> None:
         for (i, _), pred in zip(chunk, model.predict([t for _, t in chunk]), strict=True):
             docs[i]["probabilities"] = dict(zip(model.labels, pred.probabilities, strict=True))
             docs[i]["pad"] = list(pred.pad)
-            urgency = getattr(pred, "urgency_probability", None)
+            urgency = pred.urgency_probability
             if urgency is not None:
-                docs[i]["urgency"] = {"probability": urgency, "score": getattr(pred, "urgency_score", 0.0)}
+                docs[i]["urgency"] = {"probability": urgency, "score": pred.urgency_score}
 
 
 def main(argv: list[str] | None = None) -> int:

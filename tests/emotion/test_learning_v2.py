@@ -83,6 +83,8 @@ def test_rationale_b_one_message_alone_is_at_most_high(v2: LearningParams) -> No
     for p_urgent in np.linspace(0.01, 0.99, 50):
         assert run(v2, float(p_urgent), frustrated, pad).intervention_level != "critical"
     assert run(v2, 0.75, frustrated, pad).intervention_score > run(v2, 0.75).intervention_score
+    # At least low: the frustration shift lifts even a low P(urgent) over the `low` cut.
+    assert run(v2, 0.1, frustrated, pad).intervention_level != "none"
 
 
 def test_rationale_c_context_makes_it_critical(v2: LearningParams) -> None:
@@ -93,8 +95,10 @@ def test_rationale_c_context_makes_it_critical(v2: LearningParams) -> None:
 
 
 def test_rationale_d_gratitude_lowers_the_score(v2: LearningParams) -> None:
-    out = run(v2, 0.2, probs(gratitude=0.9, joy=0.4), (0.85, 0.55, 0.7))
-    assert out.intervention_score < 0.2
+    alone = run(v2, 0.12)
+    out = run(v2, 0.12, probs(gratitude=0.9, joy=0.4), (0.85, 0.55, 0.7))
+    assert alone.intervention_level == "low"  # 0.12 is above the data-chosen `low` cut ...
+    assert out.intervention_score < 0.09  # ... and gratitude takes it below
     assert out.intervention_level == "none"
 
 

@@ -91,6 +91,23 @@ async def test_every_analyze_path_returns_urgency_and_ekman(emotion: Emotion) ->
     assert info.parameters_source.startswith("file:")
 
 
+async def test_rationale_examples_with_the_real_model(emotion: Emotion) -> None:
+    """learning_v2's rationale on real text: a bare "I'm so frustrated" is at least low and at most
+    high (never critical); the caller's strain raises it; a grateful message needs nothing."""
+    _, stub, _ = emotion
+    strained = common_pb2.StudentContext(engagement=0.2, cognitive_load=0.9, time_on_task_seconds=1200)
+    bare = (await stub.Analyze(emotion_pb2.AnalyzeRequest(text="I'm so frustrated"))).result
+    ctx = (await stub.Analyze(emotion_pb2.AnalyzeRequest(text="I'm so frustrated", context=strained))).result
+    thanks = (await stub.Analyze(emotion_pb2.AnalyzeRequest(text="thanks, that makes sense now"))).result
+    assert common_pb2.INTERVENTION_LEVEL_LOW <= bare.intervention.level <= common_pb2.INTERVENTION_LEVEL_HIGH
+    assert ctx.intervention.score > bare.intervention.score and ctx.intervention.level > bare.intervention.level
+    assert thanks.intervention.level == common_pb2.INTERVENTION_LEVEL_NONE
+    # Even the most urgent-sounding message alone stays at high at most.
+    plea = "Please help, I'm going to fail this course, the exam is tomorrow and my code still crashes"
+    alone = (await stub.Analyze(emotion_pb2.AnalyzeRequest(text=plea))).result
+    assert alone.intervention.level <= common_pb2.INTERVENTION_LEVEL_HIGH
+
+
 async def test_outcome_of_a_stored_turn(emotion: Emotion, mongo_settings: MongoSettings) -> None:
     app, stub, _ = emotion
     ctx = common_pb2.StudentContext(cognitive_load=0.7)
