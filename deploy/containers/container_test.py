@@ -77,7 +77,9 @@ class Engine:
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"{self.cli} {' '.join(args[:3])} ... failed ({proc.returncode}):\n{proc.stderr.strip()}")
+            raise RuntimeError(
+                f"{self.cli} {' '.join(args[:3])} ... failed ({proc.returncode}):\n{proc.stderr.strip()}"
+            )
         return proc
 
     def start(self, name: str, image: str, args: list[str], cmd: list[str] | None = None) -> str:
@@ -200,7 +202,9 @@ def hardening(w: Workload) -> list[str]:
 def fake_providers() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The fake server's behaviour file and the router's providers pointing at it."""
     rules = [{"match": r"2\s*\+\s*2", "reply": REPLY}]
-    behaviour = {name: {"rules": rules, "default_reply": f"Reply from {name}: {{last_user}}"} for name in ("fast", "smart")}
+    behaviour = {
+        name: {"rules": rules, "default_reply": f"Reply from {name}: {{last_user}}"} for name in ("fast", "smart")
+    }
     base = f"http://fake-llm:{FAKE_PORT}/p"
     providers = [
         {"name": "fast", "kind": "openai", "base_url": f"{base}/fast/v1", "model": "fast-model",
@@ -218,7 +222,7 @@ def check_image_contents(eng: Engine, images: dict[str, str]) -> None:
         "print(os.getuid(), ' '.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    for target, image in sorted(images.items()):
+    for image in sorted(images.values()):
         proc = eng.run("run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", script, check=False)
         uid = proc.stdout.split()[0] if proc.stdout.split() else "?"
         if proc.returncode != 0 or uid != "10001":
@@ -285,6 +289,7 @@ def check_gateway(url: str, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"gateway /readyz not 200 after {timeout:.0f}s: {ready and ready.text}")
             time.sleep(1)
+        assert ready is not None
         log(f"gateway /readyz 200: {ready.text[:200]}")
         resp = http.post("/api/v1/chat", json={"message": "What is 2 + 2? I keep getting it wrong", "user_id": "ct-1"})
         assert resp.status_code == 200, f"chat: {resp.status_code} {resp.text[:500]}"
@@ -293,7 +298,9 @@ def check_gateway(url: str, timeout: float) -> None:
         assert body["provider"]["name"] in ("fast", "smart"), body["provider"]
         assert body["emotion"]["primary"], body["emotion"]
         assert body["degraded"] == [], f"degraded: {body['degraded']}"
-        log(f"chat (JSON): {body['provider']['name']} answered {body['reply'][:40]!r}, emotion {body['emotion']['primary']}")
+        log(
+            f"chat (JSON): {body['provider']['name']} answered {body['reply'][:40]!r}, emotion {body['emotion']['primary']}"
+        )
         with http.stream("POST", "/api/v1/chat/stream", json={"message": "What is 2 + 2?", "user_id": "ct-2"}) as s:
             assert s.status_code == 200, f"stream: {s.status_code}"
             text = "".join(s.iter_text())
@@ -334,13 +341,30 @@ def main(argv: list[str] | None = None) -> int:
         (state / "providers.json").chmod(0o644)
         kit = ["--network", net, "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                "--tmpfs", "/tmp:rw,size=256m,mode=1777"]  # fmt: skip
-        eng.start("redis", testkit, [*kit, "--network-alias", "masterx-redis"],
-                  ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
-        eng.start("mongo", testkit, [*kit, "--network-alias", "masterx-mongo"],
-                  # Bound to its network name: the server advertises that address in `hello`, and
-                  # a client that learned 0.0.0.0 from it could not connect.
-                  ["secantusd-py", "--host", "masterx-mongo", "--port", "27017", "--storage-path", "/tmp/db",
-                   "--log-level", "WARNING"])
+        eng.start(
+            "redis",
+            testkit,
+            [*kit, "--network-alias", "masterx-redis"],
+            ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"],
+        )
+        eng.start(
+            "mongo",
+            testkit,
+            [*kit, "--network-alias", "masterx-mongo"],
+            # Bound to its network name: the server advertises that address in `hello`, and
+            # a client that learned 0.0.0.0 from it could not connect.
+            [
+                "secantusd-py",
+                "--host",
+                "masterx-mongo",
+                "--port",
+                "27017",
+                "--storage-path",
+                "/tmp/db",
+                "--log-level",
+                "WARNING",
+            ],
+        )
         eng.start("fake-llm", testkit, [*kit, "--network-alias", "fake-llm", "-v", f"{state}:/config:ro"],
                   ["python", "/opt/testkit/fake_llm.py", "--host", "0.0.0.0", "--port", str(FAKE_PORT),
                    "--config", "/config/providers.json"])  # fmt: skip
