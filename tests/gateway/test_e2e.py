@@ -308,6 +308,11 @@ def test_browser_chat_shows_reply_and_emotion(system: LocalSystem) -> None:
         # One chart point and one learning-state chip per analysed message.
         assert len(driver.find_elements(By.CSS_SELECTOR, "#chart circle.point")) == 2
         assert len(driver.find_elements(By.CSS_SELECTOR, "#states .state-chip")) == 2
+        # Urgency and the calibrated Ekman groups are shown; "did this help?" records the outcome.
+        assert "/7" in driver.find_element(By.ID, "urgency").text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#ekman .ekman-chip")) == 7
+        driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .feedback .fb")[0].click()
+        wait.until(lambda d: "Thanks, noted: it helped." in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[0].text)
         driver.save_screenshot(str(Path(tempfile.gettempdir()) / "masterx-gateway-browser.png"))
     finally:
         driver.quit()
