@@ -156,39 +156,44 @@ class _InterventionLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Int
     INTERVENTION_LEVEL_UNSPECIFIED: _InterventionLevel.ValueType  # 0
     """Not set (no emotion result)."""
     INTERVENTION_LEVEL_NONE: _InterventionLevel.ValueType  # 1
-    """Intervention.score below the first cut point of the parameter file (0.3 in learning_v1): no
-    need to step in; `reasons` is empty.
-    """
+    """Score below the first cut point: no need to step in; `reasons` is empty."""
     INTERVENTION_LEVEL_LOW: _InterventionLevel.ValueType  # 2
-    """Score in [0.3, 0.5) (learning_v1 cut points)."""
+    """Score between the first and second cut points."""
     INTERVENTION_LEVEL_MEDIUM: _InterventionLevel.ValueType  # 3
-    """Score in [0.5, 0.7) (learning_v1 cut points)."""
+    """Score between the second and third cut points (learning_v2: the best-F1 cut for urgent posts)."""
     INTERVENTION_LEVEL_HIGH: _InterventionLevel.ValueType  # 4
-    """Score in [0.7, 0.85) (learning_v1 cut points); from here on the gateway tells the tutor
-    to check in on the student.
+    """Score between the third and fourth cut points; from here on the gateway tells the tutor to
+    check in on the student. learning_v2: the highest level one message reaches without any
+    caller context.
     """
     INTERVENTION_LEVEL_CRITICAL: _InterventionLevel.ValueType  # 5
-    """Score of 0.85 or more (learning_v1 cut points): the strongest need for support."""
+    """Score at or over the last cut point (learning_v2: with some caller context): the strongest
+    need for support.
+    """
 
 class InterventionLevel(_InterventionLevel, metaclass=_InterventionLevelEnumTypeWrapper):
-    """How strongly the tutor should step in."""
+    """How strongly the tutor should step in. Levels come from Intervention.score and the cut points
+    of the served parameter file (learning_v2: 0.09 / 0.33 / 0.64 / 0.73, chosen on coded forum
+    posts by the rule in its intervention.cut_points_rule; learning_v1: 0.3 / 0.5 / 0.7 / 0.85).
+    """
 
 INTERVENTION_LEVEL_UNSPECIFIED: InterventionLevel.ValueType  # 0
 """Not set (no emotion result)."""
 INTERVENTION_LEVEL_NONE: InterventionLevel.ValueType  # 1
-"""Intervention.score below the first cut point of the parameter file (0.3 in learning_v1): no
-need to step in; `reasons` is empty.
-"""
+"""Score below the first cut point: no need to step in; `reasons` is empty."""
 INTERVENTION_LEVEL_LOW: InterventionLevel.ValueType  # 2
-"""Score in [0.3, 0.5) (learning_v1 cut points)."""
+"""Score between the first and second cut points."""
 INTERVENTION_LEVEL_MEDIUM: InterventionLevel.ValueType  # 3
-"""Score in [0.5, 0.7) (learning_v1 cut points)."""
+"""Score between the second and third cut points (learning_v2: the best-F1 cut for urgent posts)."""
 INTERVENTION_LEVEL_HIGH: InterventionLevel.ValueType  # 4
-"""Score in [0.7, 0.85) (learning_v1 cut points); from here on the gateway tells the tutor
-to check in on the student.
+"""Score between the third and fourth cut points; from here on the gateway tells the tutor to
+check in on the student. learning_v2: the highest level one message reaches without any
+caller context.
 """
 INTERVENTION_LEVEL_CRITICAL: InterventionLevel.ValueType  # 5
-"""Score of 0.85 or more (learning_v1 cut points): the strongest need for support."""
+"""Score at or over the last cut point (learning_v2: with some caller context): the strongest
+need for support.
+"""
 Global___InterventionLevel: _TypeAlias = InterventionLevel  # noqa: Y015
 
 class _Trajectory:
