@@ -294,3 +294,36 @@ async def test_refit_refuses_a_version_that_does_not_beat_the_current_one(
     assert "not promoted" in printed and "< 10" in printed, printed
     assert await _docs(mongo_settings, PARAMS) == []
     assert await app.reload_params() is False
+
+
+async def test_the_reload_interval_picks_up_a_promoted_version_and_skips_a_bad_one(
+    emotion_settings: Callable[..., EmotionSettings],
+    mongo_settings: MongoSettings,
+    shared_model: EmotionModel,
+) -> None:
+    import asyncio
+
+    from services.emotion.promotion import Decision, promoted_doc
+
+    app = EmotionApp(emotion_settings(params_reload_seconds=0.2), mongo_settings, model=shared_model)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_settings.url)
+    col = client[mongo_settings.database][PARAMS]
+    try:
+        async with serving(app) as (_, chan):
+            stub = emotion_pb2_grpc.EmotionServiceStub(chan)
+            served = app.params.version
+            broken = promoted_doc({"version": "learning_broken"}, {}, Decision(True, []))
+            await col.insert_one(broken)
+            await asyncio.sleep(0.6)
+            assert app.params.version == served  # a document that does not load is skipped
+            good = app.params.to_dict() | {"version": "learning_v2b"}
+            await col.insert_one(promoted_doc(good, {"from_version": served}, Decision(True, ["test"])))
+            for _ in range(50):
+                info = await stub.GetModelInfo(emotion_pb2.GetModelInfoRequest())
+                if info.parameters_version == "learning_v2b":
+                    break
+                await asyncio.sleep(0.1)
+            assert info.parameters_version == "learning_v2b"
+            assert app.health_details()["parameters_source"] == "mongodb:emotion_params"
+    finally:
+        await client.close()
