@@ -17,10 +17,12 @@ Everything runs on loopback, as child processes of this script:
 
 Targets, measured in turn (A B A B ...) in each of ``--reps`` repetitions so that machine load
 drifts hit all of them alike: ``direct`` (the provider itself: the baseline), ``litellm``,
-``mx-gateway`` (emotion on), ``mx-gateway-noemo`` and ``mx-router`` (the router over gRPC). With
-no emotion result in the request the router asks the emotion service for the category itself
-(``ROUTER_CATEGORY_EMOTION_ADDR``, when the model has a category head), so the emotion process
-counts towards every MasterX target's CPU.
+``mx-gateway`` (emotion on), ``mx-gateway-noemo`` and ``mx-router`` (the router over gRPC). The
+router runs with ``ROUTER_CATEGORY_EMOTION_ADDR=`` (empty), so a request without an emotion
+result gets the TF-IDF category instead of an encoder pass in the emotion service: the two
+emotion-off targets run no model at all, and the gateway with emotion on gets the category
+scores from its own Analyze call, as by default. The emotion process still counts towards every
+MasterX target's CPU.
 Per target: latency of non-streamed requests at 1 and 32 concurrent clients; streaming time to
 first token and whole-stream time at 1, 50 and 200 concurrent streams (closed loop: each
 stream slot starts a new stream when its last one ends); throughput at 64 clients, with the
@@ -433,6 +435,9 @@ def start_masterx(fake_port: int, tmp: Path) -> tuple[LocalSystem, ManagedProces
         "ROUTER_LOCAL_PROVIDER": "off",
         "ROUTER_DISCOVER_ENV_KEYS": "0",
         "ROUTER_SCORES_ENABLED": "0",
+        # The emotion-off targets run no encoder at all: without an emotion result the router takes
+        # the TF-IDF category (by default it would ask the emotion service itself).
+        "ROUTER_CATEGORY_EMOTION_ADDR": "",
         "GATEWAY_RATE_LIMIT_PER_MINUTE": "10000000",
         "MASTERX_LOG_LEVEL": "WARNING",
         "MASTERX_LOG_FORMAT": "json",
@@ -527,13 +532,14 @@ def report(results: dict[str, dict[str, Sample]], order: list[str], load: str) -
     scen = "throughput, 64 clients"
     if scen in results[order[0]]:
         lines.append(f"\n### CPU ms per request by process ({scen})\n")
-        lines.append("| target | " + " | ".join(["process", "CPU ms/request"]) + " |")
-        lines.append("|---|---|---|")
+        lines.append("| target | process | CPU ms/request | busy (% of one core) |")
+        lines.append("|---|---|---|---|")
         for name in order:
             s = results[name][scen]
             n = max(1, len(s.total) + s.errors)
             for proc, used in s.cpu_by_process.items():
-                lines.append(f"| {name} | {proc} | {used * 1000 / n:.2f} |")
+                busy = 100 * used / s.seconds if s.seconds else float("nan")
+                lines.append(f"| {name} | {proc} | {used * 1000 / n:.2f} | {busy:.0f} |")
             out["targets"][name][scen]["cpu_ms_by_process"] = {p: u * 1000 / n for p, u in s.cpu_by_process.items()}
     t = out["targets"]
     ll = t.get("litellm")
