@@ -39,8 +39,8 @@ def normalize_blocks(features: np.ndarray, block: int) -> np.ndarray:
     b, width = features.shape
     if width % block:
         raise HeadsMismatch(f"feature width {width} is not a multiple of the block size {block}")
-    x = features.reshape(b, width // block, block).astype(np.float64)
-    norms = np.linalg.norm(x, axis=2, keepdims=True)
+    x = features.reshape(b, width // block, block)
+    norms = np.sqrt(np.einsum("bkd,bkd->bk", x, x))[:, :, None]
     return (x / np.maximum(norms, 1e-12)).reshape(b, width)
 
 
@@ -83,19 +83,24 @@ class Heads:
             if arr.shape[0] != self.width:
                 raise HeadsMismatch(f"{path}: {name} expects {arr.shape[0]} features, the model gives {self.width}")
         self._fu = HEAD_LABELS.index(FOLLOWUP)
+        # one fused float32 matrix product per batch: 7 category logits, urgency logit, score
+        self._w = np.vstack([self.cat_w, self.urg_w, self.score_w]).T.astype(np.float32)
+        self._b = np.concatenate([self.cat_b, [self.urg_b, self.score_b]]).astype(np.float32)
+        self._keep = [i for i in range(len(HEAD_LABELS)) if i != self._fu]
 
     def __call__(self, features: np.ndarray) -> HeadOutputs:
         """Head outputs for raw ``features`` [B, width] from the ONNX model."""
         if features.shape[1] != self.width:
             raise HeadsMismatch(f"ONNX features are {features.shape[1]} wide, the heads expect {self.width}")
-        x = normalize_blocks(features, self.block)
-        z = (x @ self.cat_w.T + self.cat_b) / self.cat_t
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
+        x = normalize_blocks(features.astype(np.float32, copy=False), self.block)
+        out = (x @ self._w + self._b).astype(np.float64)
+        k = len(HEAD_LABELS)
+        z = out[:, :k] / self.cat_t
+        p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         followup = p[:, self._fu]
-        cats = np.delete(p, self._fu, axis=1)
+        cats = p[:, self._keep]
         cats /= cats.sum(axis=1, keepdims=True)
-        u = np.clip((x @ self.urg_w + self.urg_b) / self.urg_t, -60.0, 60.0)
-        score = np.clip(x @ self.score_w + self.score_b, 1.0, 7.0)
+        u = np.clip(out[:, k] / self.urg_t, -60.0, 60.0)
+        score = np.clip(out[:, k + 1], 1.0, 7.0)
         return HeadOutputs(cats, followup, 1.0 / (1.0 + np.exp(-u)), score)
