@@ -87,7 +87,7 @@ class EmotionSettings:
     execution_provider: str = env(
         "EMOTION_EXECUTION_PROVIDER",
         "auto",
-        "`auto` (CUDA/TensorRT when onnxruntime-gpu and a GPU are present, else CPU) or `cpu`.",
+        "`auto` (CUDA when onnxruntime-gpu and a GPU are present, else CPU; TensorRT is not used) or `cpu`.",
         choices=("auto", "cpu"),
     )
     warmup_batches: int = env(
