@@ -127,7 +127,7 @@ class Workload:
     """What one service's container gets in the dev overlay."""
 
     env: dict[str, str]
-    tmpfs: tuple[str, ...]
+    tmpfs: tuple[tuple[str, str], ...]  # (mount path, size: the emptyDir's sizeLimit)
     user: int
     read_only: bool
     drop_all: bool
@@ -172,8 +172,12 @@ def dev_workloads(objects: list[dict[str, Any]]) -> dict[str, Workload]:
                     env[item["name"]] = value
                 elif not key.get("optional"):
                     raise SystemExit(f"{service}: secret {key['name']}/{key['key']} not in the dev overlay")
-        empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
-        tmpfs = tuple(m["mountPath"] for m in ctr.get("volumeMounts", []) if m["name"] in empty)
+        empty = {v["name"]: v["emptyDir"] or {} for v in pod.get("volumes", []) if "emptyDir" in v}
+        tmpfs = tuple(
+            (m["mountPath"], tmpfs_size(empty[m["name"]].get("sizeLimit", "256Mi")))
+            for m in ctr.get("volumeMounts", [])
+            if m["name"] in empty
+        )
         sc = {**pod.get("securityContext", {}), **ctr.get("securityContext", {})}
         out[service] = Workload(
             env=env,
@@ -186,6 +190,14 @@ def dev_workloads(objects: list[dict[str, Any]]) -> dict[str, Workload]:
     return out
 
 
+def tmpfs_size(quantity: str) -> str:
+    """A Kubernetes quantity (``128Mi``, ``1Gi``) as a tmpfs size option (``128m``, ``1g``)."""
+    for suffix, unit in (("Ki", "k"), ("Mi", "m"), ("Gi", "g")):
+        if quantity.endswith(suffix):
+            return quantity.removesuffix(suffix) + unit
+    return quantity
+
+
 def hardening(w: Workload) -> list[str]:
     args = ["--user", f"{w.user}:{w.user}"]
     if w.read_only:
@@ -194,8 +206,8 @@ def hardening(w: Workload) -> list[str]:
         args += ["--cap-drop", "ALL"]
     if w.no_new_privileges:
         args += ["--security-opt", "no-new-privileges"]
-    for path in w.tmpfs or ("/tmp",):
-        args += ["--tmpfs", f"{path}:rw,size=256m,mode=1777"]
+    for path, size in w.tmpfs or (("/tmp", "256m"),):
+        args += ["--tmpfs", f"{path}:rw,size={size},mode=1777"]
     return args
 
 
@@ -386,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             name = eng.start(service, images[service],
                              ["--network", net, "--network-alias", f"masterx-{service}", "--env-file", str(envfile),
                               *hardening(w), *extra])  # fmt: skip
-            log(f"started {service} ({images[service]}, {len(env)} env vars, tmpfs {', '.join(w.tmpfs) or '/tmp'})")
+            log(
+                f"started {service} ({images[service]}, {len(env)} env vars, tmpfs {', '.join(f'{p} ({z})' for p, z in w.tmpfs) or '/tmp'})"
+            )
             if service == "gateway":
                 gateway = name
         targets = [
