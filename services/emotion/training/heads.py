@@ -412,7 +412,88 @@ def train_urgency(x: np.ndarray, ex: list[Example], score: np.ndarray, c: float,
             for lvl, cut in cuts.items()
         },
     }
-    return {"coef": w, "intercept": b, "temperature": t, "score_coef": sw, "score_intercept": sb, "metrics": metrics}
+    return {
+        "coef": w,
+        "intercept": b,
+        "temperature": t,
+        "score_coef": sw,
+        "score_intercept": sb,
+        "metrics": metrics,
+        "oof_probability": p,
+        "urgent": urgent,
+        "courses": courses,
+    }
+
+
+def served_cut_points(
+    model_dir: Path, params_path: Path, texts: list[str], urg: dict, log: Callable[[str], None]
+) -> dict:
+    """Cut points on the intervention score as served (no caller context), not on P(urgent) alone.
+
+    The served score adds the emotion and PAD shifts of ``params_path`` to the logit of P(urgent);
+    P(urgent) here is each post's leave-one-course-out prediction, so the cuts are chosen on
+    scores of posts the urgency head never saw. Same rule as ``cut_points``.
+    """
+    from ..engine import EmotionModel
+    from ..learning import load_params
+
+    model = EmotionModel(model_dir, intra_op_threads=0, prefer_gpu=False)
+    t = time.time()
+    preds = model.predict(texts)
+    log(f"emotions of {len(texts)} posts in {time.time() - t:.0f} s")
+    params = load_params(params_path, model.labels)
+    x = params.feature_matrix(
+        np.array([q.probabilities for q in preds]), np.array([q.pad for q in preds]), urg["oof_probability"]
+    )
+    score = params.intervention.score(x)
+    urgent, courses = urg["urgent"], urg["courses"]
+    cuts = cut_points(score, urgent)
+    per_course = {}
+    pred = np.zeros(len(score), dtype=bool)
+    for k in sorted(set(courses)):
+        te = courses == k
+        cut = cut_points(score[~te], urgent[~te])["medium"]
+        pred[te] = score[te] >= cut
+        per_course[k] = round(f1_at(urgent[te], score[te], cut)[0], 4)
+    tp = float(np.sum(pred & (urgent == 1)))
+    prec, rec = tp / max(pred.sum(), 1), tp / max(urgent.sum(), 1)
+    return {
+        "params": params_path.name,
+        "cut_points": cuts,
+        "at_levels": {
+            lvl: dict(zip(("f1", "precision", "recall"), (round(v, 4) for v in f1_at(urgent, score, c)), strict=True))
+            for lvl, c in cuts.items()
+        },
+        "f1_at_medium_cut_from_other_courses": round(2 * prec * rec / (prec + rec) if prec + rec else 0.0, 4),
+        "per_course_f1_at_medium": per_course,
+        "auc_pooled": round(roc_auc(urgent, score), 4),
+        "share_at_or_above": {lvl: round(float(np.mean(score >= c)), 4) for lvl, c in cuts.items()},
+    }
+
+
+def write_cut_points(params_path: Path, served: dict, heads_version: str) -> None:
+    """Put the served-score cut points into the parameter file (intervention.cut_points)."""
+    raw = params_path.read_text(encoding="utf-8")
+    doc = json.loads(raw)
+    cuts, at = served["cut_points"], served["at_levels"]
+    iv = doc["intervention"]
+    iv["cut_points"] = [cuts["low"], cuts["medium"], cuts["high"], cuts["critical"]]
+    iv["cut_points_source"] = (
+        f"services/emotion/model/heads_metrics.json (urgency.served, heads {heads_version}): chosen on the "
+        "intervention score as served without caller context (this file's emotion and PAD shifts on the "
+        "leave-one-course-out P(urgent)) of the 3,503 coded UPenn forum posts"
+    )
+    iv["cut_points_rule"] = (
+        f"low = the highest cut that still flags 90% of urgent posts (precision there {at['low']['precision']:.2f}); "
+        f"medium = the cut with the best F1 for urgent posts ({at['medium']['f1']:.2f}: precision "
+        f"{at['medium']['precision']:.2f}, recall {at['medium']['recall']:.2f}); high = the lowest cut above medium "
+        f"at which 75% of flagged posts are urgent (precision {at['high']['precision']:.2f}, recall "
+        f"{at['high']['recall']:.2f}); critical = the lowest cut above high at which 90% are (precision "
+        f"{at['critical']['precision']:.2f}, recall {at['critical']['recall']:.2f}). Rule: "
+        "services/emotion/training/heads.py cut_points; figures: services/emotion/model/HEADS_CARD.md"
+    )
+    indent = 1 if raw.startswith('{\n "') else 2
+    params_path.write_text(json.dumps(doc, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,6 +506,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="model dir (emotion.int8.onnx with a features output)")
     ap.add_argument("--team", type=Path, default=TEAM_DIR, help="team prompt folder")
     ap.add_argument("--cache", type=Path, default=None, help="cache features here between runs")
+    ap.add_argument(
+        "--params",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "params" / "learning_v2.json",
+        help="parameter file whose intervention cut points are refitted on the served score ('' = skip)",
+    )
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -452,12 +539,18 @@ def main(argv: list[str] | None = None) -> None:
     log(f"urgency: {len(urg_ex)} posts")
     urg = train_urgency(feats("urgency", [e.text for e in urg_ex]), urg_ex, urg_score, URGENCY_C, log)
     log(f"urgency LOCO {json.dumps({k: v for k, v in urg['metrics']['loco'].items() if not isinstance(v, dict)})}")
-    write(args.out, cat, urg)
+    version = write(args.out, cat, urg)
+    if str(args.params):
+        served = served_cut_points(args.out, args.params, [e.text for e in urg_ex], urg, log)
+        log(f"served-score cut points {served['cut_points']} F1@medium {served['f1_at_medium_cut_from_other_courses']}")
+        urg["metrics"]["served"] = served
+        write(args.out, cat, urg, version)
+        write_cut_points(args.params, served, version)
     log(f"wrote {args.out / 'heads.npz'}")
 
 
-def write(out: Path, cat: dict, urg: dict) -> None:
-    version = f"heads-minilm-l6-{time.strftime('%Y%m%d')}"
+def write(out: Path, cat: dict, urg: dict, version: str = "") -> str:
+    version = version or f"heads-minilm-l6-{time.strftime('%Y%m%d')}"
     np.savez(
         out / "heads.npz",
         version=np.array(version),
@@ -479,10 +572,7 @@ def write(out: Path, cat: dict, urg: dict) -> None:
     meta["heads"] = {"file": "heads.npz", "output": "features", "layers": list(DEFAULT_LAYERS), "block": 384}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     (out / "HEADS_CARD.md").write_text(render_card(metrics), encoding="utf-8")
-
-
-if __name__ == "__main__":
-    main()
+    return version
 
 
 def render_card(m: dict) -> str:
@@ -502,8 +592,9 @@ def render_card(m: dict) -> str:
         f"| {k} | {v['n']} | {v['urgent_share']:.2f} | {v['auc']:.3f} | {v['f1_at_medium_nested']:.3f} | {v['medium_cut_from_other_courses']:.2f} |"
         for k, v in sorted(uc["per_course"].items())
     )
-    cuts = u["cut_points"]
-    at = u["cut_points_at_levels"]
+    served = u.get("served")
+    cuts = served["cut_points"] if served else u["cut_points"]
+    at = served["at_levels"] if served else u["cut_points_at_levels"]
     levels = "\n".join(
         f"| `{lvl}` | {cuts[lvl]:.2f} | {at[lvl]['precision']:.3f} | {at[lvl]['recall']:.3f} | {at[lvl]['f1']:.3f} |"
         for lvl in ("low", "medium", "high", "critical")
@@ -544,10 +635,12 @@ routing categories, argmax over the six, as served):
 | accuracy, averaged over the {len(lo["per_source"])} sources | **{lo["accuracy_mean_over_sources"]:.3f}** |
 | accuracy, pooled over all held-out predictions | {lo["accuracy_pooled"]:.3f} |
 | macro-F1, pooled | **{lo["macro_f1_pooled"]:.3f}** |
-| expected calibration error (10 bins) before / after the temperature | {lo["ece_before_temperature"]:.3f} / {lo["ece_after_temperature"]:.3f} |
+| expected calibration error (10 bins) before / after the temperature | {lo["ece_before_temperature"]:.3f} / {
+        lo["ece_after_temperature"]:.3f} |
 | ECE with the temperature fitted on the other half of the sources | {lo["ece_temperature_from_other_sources"]:.3f} |
 | mean confidence | {lo["mean_confidence"]:.3f} |
-| random 5-fold split, accuracy / macro-F1 (same pool) | {c["random_5fold"]["accuracy_six"]:.3f} / {c["random_5fold"]["macro_f1_six"]:.3f} |
+| random 5-fold split, accuracy / macro-F1 (same pool) | {c["random_5fold"]["accuracy_six"]:.3f} / {
+        c["random_5fold"]["macro_f1_six"]:.3f} |
 | follow-up F1 on the team's prompts (random 5-fold) | {c["random_5fold"]["followup_f1_on_team_prompts"]:.3f} |
 
 The random split is {c["random_5fold"]["accuracy_six"] - lo["accuracy_pooled"]:.2f} higher than the pooled
@@ -592,7 +685,9 @@ as every message is at serving time.
 |---|---|
 | ROC AUC for urgent, averaged over courses | **{uc["auc_mean_over_courses"]:.3f}** |
 | ROC AUC, pooled | {uc["auc_pooled"]:.3f} |
-| F1 for urgent at the `medium` cut, nested (cut chosen without the held-out course) | **{uc["f1_at_medium_nested"]:.3f}** (precision {uc["precision_at_medium_nested"]:.3f}, recall {uc["recall_at_medium_nested"]:.3f}) |
+| F1 for urgent at the `medium` cut, nested (cut chosen without the held-out course) | **{
+        uc["f1_at_medium_nested"]:.3f}** (precision {uc["precision_at_medium_nested"]:.3f}, recall {
+        uc["recall_at_medium_nested"]:.3f}) |
 | RMSE on the 1-7 scale | {uc["rmse_1_7"]:.3f} |
 | Spearman correlation with the coded urgency | {uc["spearman"]:.3f} |
 | ECE (urgent vs not) | {uc["ece"]:.3f} |
@@ -606,9 +701,11 @@ in-domain and 1.4 across platforms. Ours is cross-course within one platform: be
 |---|---:|---:|---:|---:|---:|
 {courses}
 
-**Intervention levels from data.** The cut points on the intervention score (which equals
-P(urgent) when emotions and context do not move it) are chosen on the leave-one-course-out
-P(urgent) of all nine courses by this rule (`cut_points` in `training/heads.py`):
+**Intervention levels from data.** The cut points on the intervention score are chosen on the
+score as the service computes it for these posts without caller context (the parameter file's
+emotion and PAD shifts on the leave-one-course-out P(urgent) of all nine courses{
+        f"; `{served['params']}`" if served else ""
+    }) by this rule (`cut_points` in `training/heads.py`):
 `low` = the highest cut that still flags 90% of urgent posts; `medium` = the cut with the best F1
 for urgent posts; `high` = the lowest cut above it at which 75% of flagged posts are urgent;
 `critical` = the lowest cut above that at which 90% are (or 0.97). Figures at each cut
@@ -617,9 +714,22 @@ for urgent posts; `high` = the lowest cut above it at which 75% of flagged posts
 | level reached at | cut | precision (urgent) | recall (urgent) | F1 |
 |---|---:|---:|---:|---:|
 {levels}
+{
+        f'''
+On the served score, F1 for urgent at a `medium` cut chosen on the other eight courses is
+**{served["f1_at_medium_cut_from_other_courses"]:.3f}** (ROC AUC {served["auc_pooled"]:.3f}); share of posts at or above each cut:
+{", ".join(f"{k} {v * 100:.0f}%" for k, v in served["share_at_or_above"].items())}. The service caps one message
+without caller context at `high`.'''
+        if served
+        else ""
+    }
 
 **Known weaknesses.** Nine courses from one university and one platform; forum posts, not chat
 turns: a tutoring chat message is shorter and more often about the content itself. Posts longer
 than 64 tokens are judged by their beginning. The head sees text only; the service adds the
 caller's context (engagement, cognitive load, time on task) on top.
 """
+
+
+if __name__ == "__main__":
+    main()
