@@ -42,7 +42,6 @@ from services.router.app import breaker_config
 from services.router.breaker import BreakerBoard
 from services.router.category import CategoryDetector
 from services.router.classifier.model import CategoryClassifier
-from services.router.training.train_classifier import load_dataset
 from services.router.config import RouterSettings
 from services.router.decision import Inputs, ProviderView, decide
 from services.router.domain import RouteRequest
@@ -56,6 +55,7 @@ from services.router.providers.registry import build_provider
 from services.router.scores import ScoreBook
 from services.router.servicer import analyze_scores, route_request
 from services.router.sessions import SessionStore, advance, judge_topic
+from services.router.training.train_classifier import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAMS = 200  # streams in flight at once

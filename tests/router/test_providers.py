@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from masterx_runtime.config import ConfigError
+from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 from services.router.config import RouterSettings
 from services.router.providers import (
     AuthError,
@@ -29,7 +30,6 @@ from services.router.providers import (
 from services.router.providers.base import Provider, ProviderSpec, redact
 from services.router.providers.http import make_http_client
 from services.router.providers.registry import build_provider, load_specs
-from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
 
 KINDS = ["openai", "anthropic", "gemini"]
 REQ = ChatRequest(
