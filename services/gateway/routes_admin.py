@@ -29,20 +29,32 @@ async def run_benchmarks(cfg: Cfg, peers: PeersDep, req: Annotated[RunBenchmarks
 
     The body is required: ``{}`` runs every suite on every provider; a missing or ``null`` body is
     an error (it used to start everything)."""
-    status = await rpc(
+    return run_accepted(await start_benchmark_run(cfg, peers, req, trigger="admin"))
+
+
+async def start_benchmark_run(
+    cfg: GatewaySettings, peers: Peers, req: RunBenchmarksRequest, *, trigger: str
+) -> benchmark_pb2.RunStatus:
+    """Asks the benchmark service to start a run of ``req`` (``trigger`` names who asked)."""
+    return await rpc(
         "benchmark",
         peers.benchmark.StartRun(
             benchmark_pb2.StartRunRequest(
                 categories=[category_value(c) for c in req.categories],
                 providers=req.providers,
-                trigger="admin",
+                trigger=trigger,
                 max_items_per_suite=req.max_items_per_suite,
             ),
             timeout=cfg.rpc_timeout_seconds,
         ),
     )
-    body = to_dict(status)
-    return JSONResponse(body, status_code=202, headers={"Location": f"/api/v1/admin/benchmark-runs/{status.run_id}"})
+
+
+def run_accepted(status: benchmark_pb2.RunStatus) -> JSONResponse:
+    """202 with the run's status, and where to follow it."""
+    return JSONResponse(
+        to_dict(status), status_code=202, headers={"Location": f"/api/v1/admin/benchmark-runs/{status.run_id}"}
+    )
 
 
 @router.get("/benchmark-runs/{run_id}", summary="Status of a benchmark run")

@@ -36,6 +36,7 @@ from services.gateway.deps import get_peers, get_settings
 from services.gateway.errors import GatewayError
 from services.gateway.peers import Peers, rpc
 from services.gateway.protojson import to_dict
+from services.gateway.routes_admin import run_accepted, start_benchmark_run
 from services.gateway.schemas import RunBenchmarksRequest
 from services.gateway.views import category_value
 
@@ -149,22 +150,9 @@ async def start_run(
 ) -> JSONResponse:
     """Like ``/api/v1/admin/run-benchmarks`` (trigger ``ops``); the run then shows in the overview."""
     req = req or RunBenchmarksRequest.model_validate({})
-    status = await rpc(
-        "benchmark",
-        peers.benchmark.StartRun(
-            benchmark_pb2.StartRunRequest(
-                categories=[category_value(c) for c in req.categories],
-                providers=req.providers,
-                trigger="ops",
-                max_items_per_suite=req.max_items_per_suite,
-            ),
-            timeout=cfg.rpc_timeout_seconds,
-        ),
-    )
+    status = await start_benchmark_run(cfg, peers, req, trigger="ops")
     _state(request.app.state).runs.append(status.run_id)
-    return JSONResponse(
-        to_dict(status), status_code=202, headers={"Location": f"/api/v1/admin/benchmark-runs/{status.run_id}"}
-    )
+    return run_accepted(status)
 
 
 async def _providers(ops: OpsState, peers: Peers) -> list[dict[str, Any]]:
