@@ -25,10 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from masterx_runtime.config import load  # noqa: E402
 from masterx_runtime.testing.benchstats import machine, percentile  # noqa: E402
-from services.emotion.app import EmotionApp, _category_enum, _Job  # noqa: E402
+from services.emotion.app import EmotionApp  # noqa: E402
 from services.emotion.config import EmotionSettings  # noqa: E402
 from services.emotion.engine import EmotionModel  # noqa: E402
 from services.emotion.learning import StudentContext  # noqa: E402
+from services.emotion.result import ResultBuilder  # noqa: E402
 
 
 def timed(fn: object, n: int) -> list[float]:
@@ -47,15 +48,23 @@ def main() -> int:
     cfg = load(EmotionSettings)
     model = EmotionModel(cfg.model_path, intra_op_threads=1, prefer_gpu=False)
     app = EmotionApp(cfg, model=model)
-    app.model = model
-    app._category_enums = [_category_enum(c) for c in model.categories]  # as start() does
+    builder = ResultBuilder(model, app.labels)  # as start() does
     (pred,) = model.predict(["I've tried this five times and I'm so frustrated, can you explain it again?"])
     ctx = StudentContext(cognitive_load=0.8, time_on_task_seconds=900)
-    job = _Job("text", "s-1", "sess", ctx, "turn-1")
-    result, _ = app.build_result(pred, ctx)
+    result, _ = builder.build(pred, ctx, app.params)
     rows = {
-        "build_result": timed(lambda: app.build_result(pred, ctx), args.n),
-        "build_result + turn": timed(lambda: app._turn(job, pred, app.build_result(pred, ctx)[0]), args.n),
+        "build_result": timed(lambda: builder.build(pred, ctx, app.params), args.n),
+        "build_result + turn": timed(
+            lambda: builder.turn(
+                pred,
+                builder.build(pred, ctx, app.params)[0],
+                user_id="s-1",
+                turn_id="turn-1",
+                session_id="sess",
+                ctx=ctx,
+            ),
+            args.n,
+        ),
         "SerializeToString": timed(result.SerializeToString, args.n),
     }
     print(f"machine: {machine()}; parameters {app.params.version}; model {model.model_version}")
