@@ -5,10 +5,16 @@ Used by the end-to-end tests and by ``bench/bench_gateway.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
@@ -66,3 +72,39 @@ def start_system(state_dir: Path, env: dict[str, str], timeout: float = 180.0) -
 
 def gateway_url(system: LocalSystem) -> str:
     return system.children["gateway"].url
+
+
+@contextlib.contextmanager
+def headless_chromium(window_size: str, *extra_flags: str) -> Iterator[Any]:
+    """A headless Chromium webdriver with a throwaway profile (skips the test without chromium and
+    chromedriver); quit and its profile removed on exit."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    profile = tempfile.mkdtemp(prefix="masterx-chromium-")
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--window-size={window_size}",
+        *extra_flags,
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -7,7 +7,6 @@ The module shares one system; the test that stops the emotion process runs last.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.gateway.system import (
     configure_providers,
     emotion_model_dir,
     gateway_url,
+    headless_chromium,
     start_system,
     system_env,
 )
@@ -259,33 +259,10 @@ def test_bad_input_is_4xx_with_a_message(http: httpx.Client) -> None:
 @pytest.mark.browser
 def test_browser_chat_shows_reply_and_emotion(system: LocalSystem) -> None:
     """Headless Chromium: type a message, see the streamed reply, the emotion and the provider."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tempfile.mkdtemp(prefix="masterx-chromium-")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
-    try:
+    with headless_chromium("1280,900") as driver:
         driver.get(f"{gateway_url(system)}/")
         wait = WebDriverWait(driver, 30)
 
@@ -314,9 +291,6 @@ def test_browser_chat_shows_reply_and_emotion(system: LocalSystem) -> None:
         driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .feedback .fb")[0].click()
         wait.until(lambda d: "Thanks, noted: it helped." in d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[0].text)
         driver.save_screenshot(str(Path(tempfile.gettempdir()) / "masterx-gateway-browser.png"))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_client_disconnect_cancels_the_provider_call(system: LocalSystem, fake_llm: FakeLLMServer) -> None:
