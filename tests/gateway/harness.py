@@ -8,15 +8,20 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
 from masterx_runtime.settings import PeerSettings
+from masterx_runtime.stores.mongo_store import MongoSettings
 from masterx_runtime.stores.redis_store import RedisSettings
+from masterx_runtime.testing.grpc_server import serving
 from masterx_runtime.testing.servers import free_port
 from services.gateway.__main__ import uvicorn_config
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
+from tests.gateway.system import emotion_model_dir
 
 
 def gateway_settings(**overrides: Any) -> GatewaySettings:
@@ -53,3 +58,21 @@ async def running_gateway(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_emotion(mongo_url: str, mongo_db_name: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a gateway in front of the real emotion service (its MongoDB at ``mongo_url``);
+    skips the test when there is no emotion model yet."""
+    model = emotion_model_dir()
+    if model is None:
+        pytest.skip("no emotion model yet (make train-emotion or EMOTION_TEST_MODEL_DIR)")
+    from services.emotion.app import EmotionApp
+    from services.emotion.config import EmotionSettings
+
+    settings = dataclasses.replace(EmotionSettings(), model_dir=str(model), intra_op_threads=2, warmup_batches=1)
+    app = EmotionApp(settings, MongoSettings(url=mongo_url, database=mongo_db_name))
+    async with serving(app) as (server, _):
+        peers = peers_at(emotion=f"127.0.0.1:{server.port}")
+        async with running_gateway(gateway_settings(), peers) as (url, _), httpx.AsyncClient(base_url=url) as c:
+            yield c

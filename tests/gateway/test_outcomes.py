@@ -4,7 +4,6 @@ Also: urgency and calibrated Ekman groups on the gateway's emotion JSON."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,28 +12,15 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from masterx.common.v1 import common_pb2
-from masterx_runtime.stores.mongo_store import MongoSettings
-from masterx_runtime.testing.grpc_server import serving
 from services.gateway import views
 from services.gateway.routes_outcomes import HELPED_OUTCOME
-from tests.gateway.harness import gateway_settings, peers_at, running_gateway
-from tests.gateway.system import emotion_model_dir
+from tests.gateway.harness import gateway_with_emotion
 
 
 @pytest.fixture
 async def gateway(mongo_url: str, mongo_db_name: str) -> AsyncIterator[httpx.AsyncClient]:
-    model = emotion_model_dir()
-    if model is None:
-        pytest.skip("no emotion model yet (make train-emotion or EMOTION_TEST_MODEL_DIR)")
-    from services.emotion.app import EmotionApp
-    from services.emotion.config import EmotionSettings
-
-    settings = dataclasses.replace(EmotionSettings(), model_dir=str(model), intra_op_threads=2, warmup_batches=1)
-    app = EmotionApp(settings, MongoSettings(url=mongo_url, database=mongo_db_name))
-    async with serving(app) as (server, _):
-        peers = peers_at(emotion=f"127.0.0.1:{server.port}")
-        async with running_gateway(gateway_settings(), peers) as (url, _), httpx.AsyncClient(base_url=url) as c:
-            yield c
+    async with gateway_with_emotion(mongo_url, mongo_db_name) as c:
+        yield c
 
 
 async def _outcomes(mongo_url: str, db: str) -> list[dict[str, Any]]:
