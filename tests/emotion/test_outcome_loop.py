@@ -19,13 +19,12 @@ from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx_runtime.stores.mongo_store import MongoSettings
 from masterx_runtime.testing.grpc_server import serving
-from services.emotion import refit
 from services.emotion.app import EmotionApp
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel
 from services.emotion.promotion import PARAMS
+from tests.emotion.test_refit import TEXTS, Emotion, run_refit
 
-Emotion = tuple[EmotionApp, emotion_pb2_grpc.EmotionServiceStub, grpc.aio.Channel]
 EKMAN = ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
 
 
@@ -184,17 +183,6 @@ async def test_request_ids_that_cannot_name_a_turn_are_echoed_not_stored(
 
 # ---- refit: promote or refuse, and the service swaps without a restart ------------------------
 
-TEXTS = [
-    "I keep getting the wrong answer and I don't know why.",
-    "Could you explain that step again? I'm not sure I follow.",
-    "This makes sense now, thanks!",
-    "I've tried five times, this is so frustrating.",
-    "What happens if the denominator is zero?",
-    "I'm worried I'm going to fail this course.",
-    "Cool, let's do a harder one.",
-    "Whatever, I just want to be done with this.",
-]
-
 
 async def _record(stub: emotion_pb2_grpc.EmotionServiceStub, n: int, *, signal: bool) -> None:
     """``n`` outcomes through stored turns. With ``signal``, students under high load needed the
@@ -223,20 +211,7 @@ async def _record(stub: emotion_pb2_grpc.EmotionServiceStub, n: int, *, signal: 
 
 
 def _refit(mongo: MongoSettings, settings: EmotionSettings, out: Path, *extra: str) -> int:
-    return refit.main(
-        [
-            "--mongo-url",
-            mongo.url,
-            "--mongo-db",
-            mongo.database,
-            "--out",
-            str(out),
-            "--model-dir",
-            str(settings.model_path),
-            "--promote",
-            *extra,
-        ]
-    )
+    return run_refit(mongo, settings, out, "--promote", *extra)
 
 
 async def test_refit_promotes_a_better_version_and_the_service_swaps_to_it(

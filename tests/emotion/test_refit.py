@@ -36,6 +36,24 @@ TEXTS = [
 ]
 
 
+def run_refit(mongo: MongoSettings, settings: EmotionSettings, out: Path, *extra: str) -> int:
+    """``python -m services.emotion.refit`` on ``mongo``'s outcomes, the model of ``settings``,
+    writing ``out``; its exit code."""
+    return refit.main(
+        [
+            "--mongo-url",
+            mongo.url,
+            "--mongo-db",
+            mongo.database,
+            "--out",
+            str(out),
+            "--model-dir",
+            str(settings.model_path),
+            *extra,
+        ]
+    )
+
+
 async def test_record_outcome_stores_what_refit_needs(emotion: Emotion, mongo_settings: MongoSettings) -> None:
     app, stub, _ = emotion
     analysed = await stub.Analyze(emotion_pb2.AnalyzeRequest(text=TEXTS[3], user_id="s-9"))
@@ -109,18 +127,7 @@ async def test_refit_from_recorded_outcomes_improves_fit_and_is_served(
                 )
             )
     out = tmp_path / "learning_v9.json"
-    code = refit.main(
-        [
-            "--mongo-url",
-            mongo_settings.url,
-            "--mongo-db",
-            mongo_settings.database,
-            "--out",
-            str(out),
-            "--model-dir",
-            str(emotion_settings().model_path),
-        ]
-    )
+    code = run_refit(mongo_settings, emotion_settings(), out)
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert f"{served} -> learning_v9: 48 outcomes" in printed and "state_log_loss" in printed
@@ -155,18 +162,7 @@ async def test_refit_refuses_too_few_outcomes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "v2.json"
-    code = refit.main(
-        [
-            "--mongo-url",
-            mongo_settings.url,
-            "--mongo-db",
-            mongo_settings.database,
-            "--out",
-            str(out),
-            "--model-dir",
-            str(emotion_settings().model_path),
-        ]
-    )
+    code = run_refit(mongo_settings, emotion_settings(), out)
     assert code == 1 and not out.exists()
     assert "only 0 usable outcomes" in capsys.readouterr().err
 
