@@ -15,22 +15,14 @@ from tests.gateway.harness import gateway_settings, peers_at, running_gateway
 
 
 @pytest.fixture
-async def routed(
-    redis_url: str, redis_prefix: str, mongo_url: str, mongo_db_name: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, FakeLLMServer]]:
+async def routed(router_base_env: dict[str, str]) -> AsyncIterator[tuple[httpx.AsyncClient, FakeLLMServer]]:
     async with FakeLLMServer() as fake:
         providers = [
             fake.provider_entry("strong", input_price_per_mtok=5, output_price_per_mtok=15, quality={"default": 90}),
             fake.provider_entry("cheap", input_price_per_mtok=0.05, output_price_per_mtok=0.1, quality={"default": 62}),
         ]
         env = {
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": redis_prefix,
-            "MONGO_URL": mongo_url,
-            "MONGO_DB": mongo_db_name,
-            "ROUTER_LOCAL_PROVIDER": "off",
-            "ROUTER_DISCOVER_ENV_KEYS": "0",
-            "ROUTER_SCORES_ENABLED": "0",
+            **router_base_env,
             "ROUTER_CATEGORY_EMOTION_ADDR": "",
             "ROUTER_PROVIDERS_JSON": json.dumps(providers),
         }

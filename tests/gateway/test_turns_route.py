@@ -27,18 +27,12 @@ RULES = [  # every first sample is wrong; a widening retry (its prompt names the
 
 @pytest.fixture
 async def gateway(
-    redis_url: str, redis_prefix: str, mongo_url: str, mongo_db_name: str
+    router_base_env: dict[str, str], mongo_url: str, mongo_db_name: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with FakeLLMServer() as fake:
         fake.configure("stepper", ProviderBehavior(rules=RULES, default_reply="Here is the explanation."))
         env = {
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": redis_prefix,
-            "MONGO_URL": mongo_url,
-            "MONGO_DB": mongo_db_name,
-            "ROUTER_LOCAL_PROVIDER": "off",
-            "ROUTER_DISCOVER_ENV_KEYS": "0",
-            "ROUTER_SCORES_ENABLED": "0",
+            **router_base_env,
             "ROUTER_PROVIDERS_JSON": json.dumps([fake.provider_entry("stepper")]),
         }
         async with serving(RouterApp(env)) as (router, _):

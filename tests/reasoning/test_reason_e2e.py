@@ -54,7 +54,7 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(redis_url: str, redis_prefix: str, mongo_url: str, mongo_db_name: str) -> AsyncIterator[Stack]:
+async def stack(router_base_env: dict[str, str], mongo_url: str, mongo_db_name: str) -> AsyncIterator[Stack]:
     async with FakeLLMServer() as fake:
         fake.configure("stepper", ProviderBehavior(rules=EQUATION_RULES, default_reply="Let me think."))
         fake.configure("judge", ProviderBehavior(default_reply="7"))
@@ -65,13 +65,7 @@ async def stack(redis_url: str, redis_prefix: str, mongo_url: str, mongo_db_name
             fake.provider_entry("pricey", input_price_per_mtok=1000.0, output_price_per_mtok=1000.0),
         ]
         env = {
-            "REDIS_URL": redis_url,
-            "REDIS_KEY_PREFIX": redis_prefix,
-            "MONGO_URL": mongo_url,
-            "MONGO_DB": mongo_db_name,
-            "ROUTER_LOCAL_PROVIDER": "off",
-            "ROUTER_DISCOVER_ENV_KEYS": "0",
-            "ROUTER_SCORES_ENABLED": "0",
+            **router_base_env,
             "ROUTER_PROVIDERS_JSON": json.dumps(providers),
         }
         router = RouterApp(env)

@@ -28,18 +28,10 @@ async def fake() -> AsyncIterator[FakeLLMServer]:
 
 
 @pytest.fixture
-def router_env(
-    fake: FakeLLMServer, redis_url: str, mongo_url: str, mongo_db_name: str, redis_prefix: str
-) -> dict[str, str]:
+def router_env(fake: FakeLLMServer, router_base_env: dict[str, str]) -> dict[str, str]:
     """Environment for a RouterApp with no providers yet (tests add ROUTER_PROVIDERS_JSON)."""
     return {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "MONGO_URL": mongo_url,
-        "MONGO_DB": mongo_db_name,
-        "ROUTER_LOCAL_PROVIDER": "off",
-        "ROUTER_DISCOVER_ENV_KEYS": "0",
-        "ROUTER_SCORES_ENABLED": "0",
+        **router_base_env,
         "ROUTER_RETRY_BACKOFF_BASE_MS": "5",
         "ROUTER_CATEGORY_EMOTION_ADDR": "",
     }
