@@ -27,11 +27,9 @@ from services.reasoning.mcts.generator import CompleterStepGenerator
 from services.reasoning.mcts.mathcheck import find_problem
 from services.reasoning.mcts.rewards import JudgeScorer, RewardMode, RewardModel, RewardSettings
 from services.reasoning.router_client import RouterCompleter
-from services.reasoning.turns import TurnStore, chain_document, check_turn_id
+from services.reasoning.turns import TurnStore, chain_document, checked_query
 
 log = logging.getLogger("masterx.reasoning.reason")
-
-MAX_QUERY_CHARS = 8000
 
 
 @dataclass(frozen=True)
@@ -165,15 +163,7 @@ class ReasonHandler:
     async def run(
         self, req: reasoning_pb2.ReasonRequest, deadline: Deadline
     ) -> AsyncIterator[reasoning_pb2.ReasonEvent]:
-        query = req.query.strip()
-        if not query:
-            raise InvalidArgument("query is empty", reason="EMPTY_QUERY", field="query")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidArgument(
-                f"query longer than {MAX_QUERY_CHARS} characters", reason="QUERY_TOO_LONG", field="query"
-            )
-        if req.turn_id:
-            check_turn_id(req.turn_id)
+        query = checked_query(req.query, req.turn_id)
         config = self.search_config(req)
         completer = RouterCompleter(
             self.router,

@@ -11,11 +11,9 @@ from masterx_runtime.errors import InvalidArgument, NotFound, Unavailable
 from services.reasoning import convert
 from services.reasoning.budget.estimator import ComplexityEstimator
 from services.reasoning.controller import ControllerConfig, ControllerInput, Outcome, decide, outcomes_from_turns
-from services.reasoning.turns import TurnStore, check_turn_id
+from services.reasoning.turns import TurnStore, check_turn_id, checked_query
 
 log = logging.getLogger("masterx.reasoning.thinking")
-
-MAX_QUERY_CHARS = 8000
 
 
 class ThinkingHandler:
@@ -30,15 +28,7 @@ class ThinkingHandler:
         self.turns = turns
 
     async def decide(self, req: reasoning_pb2.DecideThinkingRequest) -> reasoning_pb2.ThinkingDecision:
-        query = req.query.strip()
-        if not query:
-            raise InvalidArgument("query is empty", reason="EMPTY_QUERY", field="query")
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidArgument(
-                f"query longer than {MAX_QUERY_CHARS} characters", reason="QUERY_TOO_LONG", field="query"
-            )
-        if req.turn_id:
-            check_turn_id(req.turn_id)
+        query = checked_query(req.query, req.turn_id)
         cost = req.provider_cost_per_1k_tokens_usd
         if cost < 0 or not math.isfinite(cost):
             raise InvalidArgument(

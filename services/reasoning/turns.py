@@ -34,6 +34,7 @@ INDEXES = {
     ]
 }
 _TURN_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+MAX_QUERY_CHARS = 8000
 
 
 def check_turn_id(turn_id: str, field: str = "turn_id") -> None:
@@ -43,6 +44,19 @@ def check_turn_id(turn_id: str, field: str = "turn_id") -> None:
             reason="BAD_TURN_ID",
             field=field,
         )
+
+
+def checked_query(query: str, turn_id: str) -> str:
+    """The stripped ``query`` of a Reason or DecideThinking request, after checking it and the
+    optional ``turn_id`` (InvalidArgument naming the field)."""
+    query = query.strip()
+    if not query:
+        raise InvalidArgument("query is empty", reason="EMPTY_QUERY", field="query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidArgument(f"query longer than {MAX_QUERY_CHARS} characters", reason="QUERY_TOO_LONG", field="query")
+    if turn_id:
+        check_turn_id(turn_id)
+    return query
 
 
 def _node_doc(node: Node, max_chars: int) -> tuple[dict[str, Any], bool]:
