@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from masterx_runtime.launcher import LocalSystem
@@ -72,6 +73,29 @@ def start_system(state_dir: Path, env: dict[str, str], timeout: float = 180.0) -
 
 def gateway_url(system: LocalSystem) -> str:
     return system.children["gateway"].url
+
+
+def require_emotion_model() -> None:
+    """Skip the test while the emotion service has no model to run."""
+    if emotion_model_dir() is None:
+        pytest.skip(f"the emotion service has no model yet in {DEFAULT_MODEL_DIR} (make train-emotion)")
+
+
+@contextlib.contextmanager
+def running_system(state_dir: Path, env: dict[str, str]) -> Iterator[LocalSystem]:
+    """``start_system(state_dir, env)``, stopped on exit."""
+    started = start_system(state_dir, env)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@contextlib.contextmanager
+def gateway_client(system: LocalSystem) -> Iterator[httpx.Client]:
+    """An HTTP client of the system's gateway."""
+    with httpx.Client(base_url=gateway_url(system), timeout=60) as client:
+        yield client
 
 
 @contextlib.contextmanager

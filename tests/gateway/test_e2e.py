@@ -19,14 +19,14 @@ import pytest
 
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer
-from services.emotion.config import DEFAULT_MODEL_DIR
 from tests.gateway.system import (
     ADMIN_KEY,
     configure_providers,
-    emotion_model_dir,
+    gateway_client,
     gateway_url,
     headless_chromium,
-    start_system,
+    require_emotion_model,
+    running_system,
     system_env,
 )
 
@@ -39,19 +39,15 @@ def fake_llm() -> Iterator[FakeLLMServer]:
 
 @pytest.fixture(scope="module")
 def system(fake_llm: FakeLLMServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    if emotion_model_dir() is None:
-        pytest.skip(f"the emotion service has no model yet in {DEFAULT_MODEL_DIR} (make train-emotion)")
+    require_emotion_model()
     env = system_env(configure_providers(fake_llm), GATEWAY_RATE_LIMIT_PER_MINUTE="100000")
-    started = start_system(tmp_path_factory.mktemp("masterx"), env)
-    try:
+    with running_system(tmp_path_factory.mktemp("masterx"), env) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
 def http(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway_url(system), timeout=60) as client:
+    with gateway_client(system) as client:
         yield client
 
 

@@ -21,15 +21,15 @@ import pytest
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer
 from masterx_runtime.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
-from services.emotion.config import DEFAULT_MODEL_DIR
 from services.gateway.routes_ops import CATEGORIES
 from tests.gateway.system import (
     ADMIN_KEY,
     configure_providers,
-    emotion_model_dir,
+    gateway_client,
     gateway_url,
     headless_chromium,
-    start_system,
+    require_emotion_model,
+    running_system,
     system_env,
 )
 
@@ -54,8 +54,7 @@ def otlp() -> Iterator[OtlpReceiver]:
 def system(
     fake_llm: FakeLLMServer, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalSystem]:
-    if emotion_model_dir() is None:
-        pytest.skip(f"the emotion service has no model yet in {DEFAULT_MODEL_DIR} (make train-emotion)")
+    require_emotion_model()
     providers = configure_providers(fake_llm)
     providers[0]["daily_budget_usd"] = 0.5
     env = system_env(
@@ -66,16 +65,13 @@ def system(
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",  # export within 0.1 s instead of 5 s
     )
-    started = start_system(tmp_path_factory.mktemp("masterx-ops"), env)
-    try:
+    with running_system(tmp_path_factory.mktemp("masterx-ops"), env) as started:
         yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
 def http(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway_url(system), timeout=60) as client:
+    with gateway_client(system) as client:
         yield client
 
 
