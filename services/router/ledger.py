@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
 import uuid
@@ -112,6 +113,9 @@ class CostLedger:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self._pending: list[tuple[Charge, float]] = []
+        # batches taken off the queue whose Redis counters are not incremented yet: they still
+        # count as queued, so a budget check never misses a charge in flight
+        self._writing: list[list[tuple[Charge, float]]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -147,7 +151,11 @@ class CostLedger:
         async with self._lock:
             batch, self._pending = self._pending, []
             if batch:
-                await self._write(batch)
+                self._writing.append(batch)
+                try:
+                    await self._write(batch)
+                finally:
+                    self._writing.remove(batch)
 
     async def close(self) -> None:
         await self.flush()
@@ -234,7 +242,7 @@ class CostLedger:
     def _queued(self, day: str, user_id: str, names: list[str]) -> tuple[float, dict[str, float]]:
         user = 0.0
         by_provider: dict[str, float] = {}
-        for charge, ts in self._pending:
+        for charge, ts in itertools.chain(self._pending, *self._writing):
             if utc_day(ts) != day:
                 continue
             if charge.user_id == user_id:
