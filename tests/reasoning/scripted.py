@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+from services.reasoning.mcts.engine import ResultEvent, Search, SearchResult, StepEvent
 from services.reasoning.mcts.generator import CallUsage, Completion, GeneratedStep, GenerationError, StepRequest
 
 
@@ -79,3 +80,13 @@ class ScriptedCompleter:
     ) -> Completion:
         self.calls.append((purpose, messages, max_tokens))
         return Completion(self.script(messages, purpose), CallUsage(30, self.output_tokens, 0.0001, "judge", "j"))
+
+
+async def run(search: Search) -> tuple[list[StepEvent], SearchResult]:
+    """Run ``search`` to its end: the step events, then the result."""
+    steps: list[StepEvent] = []
+    async for event in search.run():
+        if isinstance(event, ResultEvent):
+            return steps, event.result
+        steps.append(event)
+    raise AssertionError("no result event")

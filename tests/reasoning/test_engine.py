@@ -22,7 +22,7 @@ from services.reasoning.mcts.generator import GenerationError, StepRequest
 from services.reasoning.mcts.prompts import StudentState
 from services.reasoning.mcts.rewards import JudgeScorer, RewardMode, RewardModel, RewardSettings
 from services.reasoning.mcts.strategies import Strategy
-from tests.reasoning.scripted import ScriptedCompleter, ScriptedGenerator
+from tests.reasoning.scripted import ScriptedCompleter, ScriptedGenerator, run
 
 EQUATION = "Solve 2x + 3 = 11 for x."
 TABLES = StrategyTables(
@@ -47,15 +47,6 @@ def wrong_majority(req: StepRequest) -> str:
     if req.strategy == Strategy.ALGORITHMIC:
         return "Divide by 2: 8 / 2 = 4.\nFinal answer: x = 4"
     return "So x must be 5.\nFinal answer: 5"
-
-
-async def run(search: Search) -> tuple[list[StepEvent], SearchResult]:
-    steps: list[StepEvent] = []
-    async for event in search.run():
-        if isinstance(event, ResultEvent):
-            return steps, event.result
-        steps.append(event)
-    raise AssertionError("no result event")
 
 
 def model(mode: RewardMode = RewardMode.AUTO, judge: JudgeScorer | None = None) -> RewardModel:

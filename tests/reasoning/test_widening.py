@@ -7,26 +7,17 @@ import time
 
 import pytest
 
-from services.reasoning.mcts.engine import ResultEvent, Search, SearchConfig, SearchResult, StepEvent
+from services.reasoning.mcts.engine import Search, SearchConfig, SearchResult
 from services.reasoning.mcts.generator import StepRequest
 from services.reasoning.mcts.prompts import StudentState, step_messages
 from services.reasoning.mcts.rewards import RewardMode, RewardModel, RewardSettings
-from tests.reasoning.scripted import ScriptedGenerator
+from tests.reasoning.scripted import ScriptedGenerator, run
 
 ISSUE = "What is 12 + 7 * 3?"  # = 33; the embedded model's first three answers were 37, 20, 21
 
 
 def verifier() -> RewardModel:
     return RewardModel(RewardMode.AUTO, RewardSettings())
-
-
-async def run(search: Search) -> tuple[list[StepEvent], SearchResult]:
-    steps: list[StepEvent] = []
-    async for event in search.run():
-        if isinstance(event, ResultEvent):
-            return steps, event.result
-        steps.append(event)
-    raise AssertionError("no result event")
 
 
 def answers_in_order(*answers: str) -> ScriptedGenerator:
