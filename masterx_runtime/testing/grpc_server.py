@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from masterx.common.v1 import common_pb2
 from masterx_runtime.clients import channel
+from masterx_runtime.errors import ERROR_DETAIL_KEY
 from masterx_runtime.server import GrpcServer, ServiceApp
 from masterx_runtime.settings import ServerSettings
 
@@ -32,3 +34,14 @@ async def serving(
             yield server, chan
     finally:
         await server.stop()
+
+
+def rpc_error(
+    code: grpc.StatusCode, details: str, detail: common_pb2.ErrorDetail | None = None
+) -> grpc.aio.AioRpcError:
+    """The error a failed call raises on the client: ``code`` and ``details``, with ``detail`` in
+    the trailing metadata when given."""
+    trailing = grpc.aio.Metadata()
+    if detail is not None:
+        trailing.add(ERROR_DETAIL_KEY, detail.SerializeToString())
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)

@@ -7,18 +7,9 @@ import pytest
 
 from masterx.common.v1 import common_pb2
 from masterx.reasoning.v1 import reasoning_pb2
-from masterx_runtime.errors import ERROR_DETAIL_KEY
+from masterx_runtime.testing.grpc_server import rpc_error
 from services.gateway.errors import from_rpc_error
 from services.gateway.protojson import enum_choices, from_dict, to_dict
-
-
-def rpc_error(
-    code: grpc.StatusCode, details: str, detail: common_pb2.ErrorDetail | None = None
-) -> grpc.aio.AioRpcError:
-    trailing = grpc.aio.Metadata()
-    if detail is not None:
-        trailing.add(ERROR_DETAIL_KEY, detail.SerializeToString())
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ import pytest
 from masterx.common.v1 import common_pb2
 from masterx_runtime.deadline import Deadline
 from masterx_runtime.errors import (
-    ERROR_DETAIL_KEY,
     FailedPrecondition,
     InvalidArgument,
     Unavailable,
     from_rpc_error,
 )
+from masterx_runtime.testing.grpc_server import rpc_error
 
 
 class Context:
@@ -59,15 +59,6 @@ async def test_run_gives_up_when_the_deadline_passes() -> None:
     assert await Deadline.none().run(asyncio.sleep(0, result=7)) == 7
     with pytest.raises(TimeoutError):
         await Deadline.after(0.05).run(asyncio.sleep(5))
-
-
-def rpc_error(
-    code: grpc.StatusCode, details: str, detail: common_pb2.ErrorDetail | None = None
-) -> grpc.aio.AioRpcError:
-    trailing = grpc.aio.Metadata()
-    if detail is not None:
-        trailing.add(ERROR_DETAIL_KEY, detail.SerializeToString())
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=details)
 
 
 def test_from_rpc_error_carries_code_message_and_detail() -> None:
