@@ -102,15 +102,22 @@ class _Reader:
         return [LearningState(n) for n in names if n in known]
 
 
-def load_policy(path: Path | str | None = None) -> Policy:
-    """Read and check the policy file (default: the one next to this module)."""
-    where = str(path or POLICY_PATH)
+def read_yaml_mapping(where: str, what: str, error: type[ValueError]) -> Mapping[str, Any]:
+    """The YAML mapping in the file ``where``; ``error`` naming the file and ``what`` it is when it
+    cannot be read or is not a mapping."""
     try:
         doc = yaml.safe_load(Path(where).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise PolicyError(f"{where}: cannot read the routing policy: {exc}") from None
+        raise error(f"{where}: cannot read {what}: {exc}") from None
     if not isinstance(doc, Mapping):
-        raise PolicyError(f"{where}: the routing policy must be a mapping")
+        raise error(f"{where}: {what} must be a mapping")
+    return doc
+
+
+def load_policy(path: Path | str | None = None) -> Policy:
+    """Read and check the policy file (default: the one next to this module)."""
+    where = str(path or POLICY_PATH)
+    doc = read_yaml_mapping(where, "the routing policy", PolicyError)
     r = _Reader(doc, where)
     emp, topic, cx, esc, sc = (r.section(n) for n in ("empathy", "topic", "complexity", "escalation", "scores"))
     raw_est = cx.get("estimate")

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from services.router.domain import CATEGORIES
+from services.router.policy import read_yaml_mapping
 
 PRIORS_PATH = Path(__file__).with_name("priors.yaml")
 
@@ -89,12 +88,7 @@ def _prior(key: str, entry: Any, categories: Mapping[str, list[str]], problems: 
 
 def load_priors(path: Path | str | None = None) -> Priors:
     where = str(path or PRIORS_PATH)
-    try:
-        doc = yaml.safe_load(Path(where).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PriorsError(f"{where}: cannot read the priors file: {exc}") from None
-    if not isinstance(doc, Mapping):
-        raise PriorsError(f"{where}: the priors file must be a mapping")
+    doc = read_yaml_mapping(where, "the priors file", PriorsError)
     problems: list[str] = []
     categories = doc.get("categories")
     if not isinstance(categories, Mapping) or set(categories) != set(CATEGORIES):
