@@ -240,7 +240,7 @@ async def bench_through_router() -> list[str]:
     from masterx_runtime.stores.mongo_store import MongoSettings
     from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
     from masterx_runtime.testing.grpc_server import serving
-    from masterx_runtime.testing.servers import start_mongo, start_redis
+    from masterx_runtime.testing.servers import offline_router_env, start_mongo, start_redis
     from services.reasoning.app import ReasoningApp
     from services.reasoning.config import ReasoningSettings
     from services.router.app import RouterApp
@@ -253,12 +253,7 @@ async def bench_through_router() -> list[str]:
                 "slow", ProviderBehavior(latency_ms=50, default_reply="Rivers carry water downhill and shape valleys.")
             )
             env = {
-                "REDIS_URL": redis.url,
-                "MONGO_URL": mongo.url,
-                "MONGO_DB": "bench_reasoning",
-                "ROUTER_LOCAL_PROVIDER": "off",
-                "ROUTER_DISCOVER_ENV_KEYS": "0",
-                "ROUTER_SCORES_ENABLED": "0",
+                **offline_router_env(redis.url, mongo.url, "bench_reasoning"),
                 "ROUTER_PROVIDERS_JSON": json.dumps([fake.provider_entry("slow")]),
             }
             async with serving(RouterApp(env)) as (router_server, _):

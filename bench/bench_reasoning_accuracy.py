@@ -391,7 +391,7 @@ async def run_scripted(problems: Sequence[Problem], k: int, width: int, depth: i
     from masterx.router.v1 import router_pb2_grpc
     from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
     from masterx_runtime.testing.grpc_server import serving
-    from masterx_runtime.testing.servers import start_mongo, start_redis
+    from masterx_runtime.testing.servers import offline_router_env, start_mongo, start_redis
     from services.reasoning.router_client import RouterCompleter
     from services.router.app import RouterApp
 
@@ -410,12 +410,7 @@ async def run_scripted(problems: Sequence[Problem], k: int, width: int, depth: i
         async with FakeLLMServer() as fake:
             fake.configure("scripted", ProviderBehavior(rules=rules, seed=SEED))
             env = {
-                "REDIS_URL": redis.url,
-                "MONGO_URL": mongo.url,
-                "MONGO_DB": "bench_reasoning_accuracy",
-                "ROUTER_LOCAL_PROVIDER": "off",
-                "ROUTER_DISCOVER_ENV_KEYS": "0",
-                "ROUTER_SCORES_ENABLED": "0",
+                **offline_router_env(redis.url, mongo.url, "bench_reasoning_accuracy"),
                 "ROUTER_PROVIDERS_JSON": json.dumps([fake.provider_entry("scripted")]),
             }
             async with serving(RouterApp(env)) as (_, chan):

@@ -93,15 +93,7 @@ def redis_prefix() -> str:
 def router_base_env(redis_url: str, redis_prefix: str, mongo_url: str, mongo_db_name: str) -> dict[str, str]:
     """Environment for a RouterApp on this test's Redis and MongoDB with no local model, no
     providers from API keys and no benchmark scores (tests add ROUTER_PROVIDERS_JSON)."""
-    return {
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-        "MONGO_URL": mongo_url,
-        "MONGO_DB": mongo_db_name,
-        "ROUTER_LOCAL_PROVIDER": "off",
-        "ROUTER_DISCOVER_ENV_KEYS": "0",
-        "ROUTER_SCORES_ENABLED": "0",
-    }
+    return servers.offline_router_env(redis_url, mongo_url, mongo_db_name, redis_prefix)
 
 
 @pytest.fixture

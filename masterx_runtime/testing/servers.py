@@ -135,3 +135,19 @@ def running(managed: ManagedProcess) -> Iterator[ManagedProcess]:
         yield managed
     finally:
         managed.stop()
+
+
+def offline_router_env(redis_url: str, mongo_url: str, mongo_db: str, redis_prefix: str = "") -> dict[str, str]:
+    """Environment for a RouterApp on these stores with no local model, no providers from API keys
+    and no benchmark scores (callers add ROUTER_PROVIDERS_JSON); ``redis_prefix`` when given."""
+    env = {"REDIS_URL": redis_url}
+    if redis_prefix:
+        env["REDIS_KEY_PREFIX"] = redis_prefix
+    return {
+        **env,
+        "MONGO_URL": mongo_url,
+        "MONGO_DB": mongo_db,
+        "ROUTER_LOCAL_PROVIDER": "off",
+        "ROUTER_DISCOVER_ENV_KEYS": "0",
+        "ROUTER_SCORES_ENABLED": "0",
+    }
