@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior, ReplyRule
@@ -77,6 +76,8 @@ def gateway_url(system: LocalSystem) -> str:
 
 def require_emotion_model() -> None:
     """Skip the test while the emotion service has no model to run."""
+    import pytest  # lazily: bench/bench_gateway.py imports this module without pytest
+
     if emotion_model_dir() is None:
         pytest.skip(f"the emotion service has no model yet in {DEFAULT_MODEL_DIR} (make train-emotion)")
 
@@ -102,6 +103,8 @@ def gateway_client(system: LocalSystem) -> Iterator[httpx.Client]:
 def headless_chromium(window_size: str, *extra_flags: str) -> Iterator[Any]:
     """A headless Chromium webdriver with a throwaway profile (skips the test without chromium and
     chromedriver); quit and its profile removed on exit."""
+    import pytest
+
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
