@@ -623,8 +623,9 @@ leave-one-source-out logits.
 **Data.** {c["examples"]} prompts ({labels}):
 `DATA/router/prompts.tsv` (8,503 public prompts from 23 sources; origins, licences and
 processing in that folder's README; never committed) and the team's own prompts in
-`services/router/training/data/` (`raw/`: 1,559 written for the first router model, group
-`team`; `more/`: 307 written for this model, 189 of them language requests, group `team-v2`).
+`services/router/training/data/` (`raw/`: {c["per_group"].get("team", 0)} written for the first router model, group
+`team`; `more/`: {c["per_group"].get("team-v2", 0)} written for this model, most of them language requests, group
+`team-v2`; counts per file in that folder's README).
 The follow-up class exists only in the team's prompts.
 
 **Leave-one-source-out** (train on every source but one, predict the one left out; the six
