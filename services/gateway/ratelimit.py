@@ -54,7 +54,7 @@ class RateLimiter:
         self.per_minute = per_minute
         self.burst = burst or per_minute
         self.prefix = prefix
-        self.interval_us = 60_000_000 // per_minute
+        self.interval_us = max(1, 60_000_000 // per_minute)  # >= 1 us: a huge limit must not divide by 0
         self._script = redis.register_script(_GCRA)
 
     def key(self, client_id: str) -> str:
@@ -72,7 +72,7 @@ class RateLimiter:
         return Decision(
             allowed=bool(allowed),
             limit=self.per_minute,
-            remaining=int(remaining),
+            remaining=min(max(int(remaining), 0), self.burst),
             retry_after_s=max(1, -(-int(retry_ms) // 1000)) if not allowed else 0,
             reset_after_s=-(-int(reset_ms) // 1000),
         )
