@@ -305,6 +305,9 @@ def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
         sys.exit(2)
     try:
         asyncio.run(serve(app, settings))
+    except ConfigError as exc:  # found while starting (e.g. a model that does not fit the code)
+        print(f"{app_cls.name}: {exc}", file=sys.stderr)
+        sys.exit(2)
     except OSError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)

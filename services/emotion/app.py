@@ -29,6 +29,7 @@ from masterx_runtime.tasks import stop_tasks
 from services.emotion.batcher import MicroBatcher, worker_count
 from services.emotion.config import EmotionSettings
 from services.emotion.engine import EmotionModel, Prediction
+from services.emotion.heads import HeadsMismatch
 from services.emotion.history import HistoryStore
 from services.emotion.learning import LearningParams, ParamsError, load_params
 from services.emotion.outcomes import INDEXES as OUTCOME_INDEXES
@@ -133,14 +134,17 @@ class EmotionApp(ServiceApp):
         started = time.perf_counter()
         model = self._preloaded
         if model is None:
-            model = await asyncio.to_thread(
-                EmotionModel,
-                c.model_path,
-                intra_op_threads=c.intra_op_threads,
-                prefer_gpu=c.execution_provider == "auto",
-                batch_invariant={"auto": None, "per_text": True, "padded": False}[c.batch_mode],
-                intra_op_spinning=c.intra_op_spinning,
-            )
+            try:
+                model = await asyncio.to_thread(
+                    EmotionModel,
+                    c.model_path,
+                    intra_op_threads=c.intra_op_threads,
+                    prefer_gpu=c.execution_provider == "auto",
+                    batch_invariant={"auto": None, "per_text": True, "padded": False}[c.batch_mode],
+                    intra_op_spinning=c.intra_op_spinning,
+                )
+            except HeadsMismatch as exc:  # a model that does not fit this code: refuse to start
+                raise ConfigError([f"EMOTION_MODEL_DIR={str(c.model_path)!r}: {exc}"]) from None
         load_ms = (time.perf_counter() - started) * 1000
         check_params_fit_model(self.params, model)
         results = ResultBuilder(model, self.labels)

@@ -113,3 +113,28 @@ def _copy_model(src: Path, dst: Path) -> Path:
             else:
                 shutil.copy(f, out / f.name)
     return out
+
+
+def test_the_service_refuses_to_start_with_heads_for_another_label_set(model_dir: Path, tmp_path: Path) -> None:
+    """``python -m services.emotion`` exits 2 with a message naming the mismatch (no traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    bad = _copy_model(model_dir, tmp_path)
+    data = dict(np.load(bad / "heads.npz"))
+    data["category_labels"] = np.array([*HEAD_LABELS[:-2], "smalltalk", HEAD_LABELS[-1]])
+    np.savez(bad / "heads.npz", **data)
+    env = {
+        **os.environ,
+        "EMOTION_MODEL_DIR": str(bad),
+        "MASTERX_GRPC_PORT": "0",
+        "MASTERX_METRICS_PORT": "-1",
+        "MONGO_URL": "mongodb://127.0.0.1:1",
+        "MASTERX_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.emotion"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "do not match the code" in proc.stderr and "Traceback" not in proc.stderr
