@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .heads import CATEGORIES, Heads
+from .heads import CATEGORIES, FEATURES_OUTPUT, Heads
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +224,20 @@ class EmotionModel:
         return np.asarray(outs[0], dtype=np.float32), np.asarray(outs[1], dtype=np.float32), features, truncated
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
-        """The heads' raw input features [B, width] (per text when batch_invariant, as served)."""
-        if self.heads is None:
-            raise ValueError(f"model {self.model_version} has no heads (no 'features' output)")
+        """The heads' raw input features [B, width] (per text when batch_invariant, as served).
+
+        Needs only the ONNX ``features`` output, not trained heads: the heads are trained on it.
+        """
+        name = (self.meta.get("heads") or {}).get("output", FEATURES_OUTPUT)
+        if name not in {o.name for o in self.session.get_outputs()}:
+            raise ValueError(
+                f"model {self.model_version} has no {name!r} output (python -m services.emotion.training.features)"
+            )
         if self.batch_invariant and len(texts) > 1:
             return np.concatenate([self.features([t]) for t in texts])
-        _logits, _pad, features, _truncated = self.infer_all(texts)
-        assert features is not None
-        return features
+        ids, mask, _truncated = self.encode(texts)
+        (features,) = self.session.run([name], {self._in_ids: ids, self._in_mask: mask})
+        return np.asarray(features, dtype=np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: sigmoid(logits / temperature)."""

@@ -27,6 +27,8 @@ import numpy as np
 #: ``Category`` enum of common.proto: CATEGORY_CODING=1 ... CATEGORY_GENERAL=6).
 CATEGORIES = ("coding", "math", "research", "language", "empathy", "general")
 FOLLOWUP = "followup"
+#: Name of the ONNX output the heads read (``training/features.py`` adds it).
+FEATURES_OUTPUT = "features"
 HEAD_LABELS = (*CATEGORIES, FOLLOWUP)
 
 
@@ -71,21 +73,22 @@ class Heads:
         if tuple(int(x) for x in data["layers"]) != self.layers:
             raise HeadsMismatch(f"{path}: trained on layers {tuple(data['layers'])}, model.json says {self.layers}")
         self.width = self.block * len(self.layers)
-        self.cat_w = data["category_coef"].astype(np.float64)  # [7, width]
-        self.cat_b = data["category_intercept"].astype(np.float64)
         self.cat_t = float(data["category_temperature"])
-        self.urg_w = data["urgency_coef"].astype(np.float64)  # [width]
-        self.urg_b = float(data["urgency_intercept"])
         self.urg_t = float(data["urgency_temperature"])
-        self.score_w = data["urgency_score_coef"].astype(np.float64)
-        self.score_b = float(data["urgency_score_intercept"])
-        for name, arr in (("category_coef", self.cat_w.T), ("urgency_coef", self.urg_w), ("score", self.score_w)):
-            if arr.shape[0] != self.width:
-                raise HeadsMismatch(f"{path}: {name} expects {arr.shape[0]} features, the model gives {self.width}")
+        rows = {  # [outputs, width] each: 7 category logits, the urgency logit, the urgency score
+            "category_coef": data["category_coef"],
+            "urgency_coef": data["urgency_coef"][None, :],
+            "urgency_score_coef": data["urgency_score_coef"][None, :],
+        }
+        for name, arr in rows.items():
+            if arr.shape[1] != self.width:
+                raise HeadsMismatch(f"{path}: {name} expects {arr.shape[1]} features, the model gives {self.width}")
         self._fu = HEAD_LABELS.index(FOLLOWUP)
-        # one fused float32 matrix product per batch: 7 category logits, urgency logit, score
-        self._w = np.vstack([self.cat_w, self.urg_w, self.score_w]).T.astype(np.float32)
-        self._b = np.concatenate([self.cat_b, [self.urg_b, self.score_b]]).astype(np.float32)
+        # one fused float32 matrix product per batch
+        self._w = np.vstack(list(rows.values())).T.astype(np.float32)
+        self._b = np.concatenate(
+            [data["category_intercept"], [data["urgency_intercept"], data["urgency_score_intercept"]]]
+        ).astype(np.float32)
         self._keep = [i for i in range(len(HEAD_LABELS)) if i != self._fu]
 
     def __call__(self, features: np.ndarray) -> HeadOutputs:

@@ -19,7 +19,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-FEATURES_OUTPUT = "features"
+from ..heads import FEATURES_OUTPUT
+
 DEFAULT_LAYERS = (2, 3, 4, 5)
 HIDDEN = 384
 # Tensor names of the torch.onnx export of EmotionNet (services/emotion/training/model.py).

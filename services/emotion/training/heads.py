@@ -35,6 +35,7 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # sklearn's lbfgs is 10x slower with BLAS threads fighting
 
 from ..heads import CATEGORIES, FOLLOWUP, HEAD_LABELS, normalize_blocks
+from .calibrate import prf, sigmoid
 from .features import DEFAULT_LAYERS
 
 TEAM_DIR = Path(__file__).resolve().parents[2] / "router" / "training" / "data"
@@ -90,21 +91,10 @@ def featurize(model_dir: Path, texts: Sequence[str], log: Callable[[str], None] 
     from ..engine import EmotionModel
 
     model = EmotionModel(model_dir, intra_op_threads=0, prefer_gpu=False)
-    if model.heads is None and "features" not in [o.name for o in model.session.get_outputs()]:
-        raise SystemExit(f"{model_dir}: the ONNX model has no 'features' output; run training.features first")
-    if model.heads is None:  # first training: the output exists, heads do not yet
-        model._outputs.append("features")
     t = time.time()
-    chunks = [
-        model.features(list(texts[i : i + 256])) if model.heads else _raw(model, texts[i : i + 256])
-        for i in range(0, len(texts), 256)
-    ]
+    features = model.features(texts)
     log(f"features of {len(texts)} texts in {time.time() - t:.0f} s")
-    return normalize_blocks(np.concatenate(chunks), 384)
-
-
-def _raw(model, texts: Sequence[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return np.concatenate([model.infer_all([t])[2] for t in texts])
+    return normalize_blocks(features, 384)
 
 
 # ----- small statistics helpers (numpy; sklearn only for the fits) -----
@@ -144,13 +134,9 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
-    f1s = []
-    for c in range(k):
-        tp = np.sum((pred == c) & (y == c))
-        fp = np.sum((pred == c) & (y != c))
-        fn = np.sum((pred != c) & (y == c))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(f1s))
+    """Macro-F1 over ``k`` classes of integer labels (``calibrate.prf`` on one-hot columns)."""
+    classes = np.arange(k)
+    return prf(pred[:, None] == classes, (y[:, None] == classes).astype(float))["macro_f1"]
 
 
 def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -185,11 +171,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def f1_at(y: np.ndarray, p: np.ndarray, cut: float) -> tuple[float, float, float]:
-    pred = p >= cut
-    tp = float(np.sum(pred & (y == 1)))
-    prec = tp / max(pred.sum(), 1)
-    rec = tp / max((y == 1).sum(), 1)
-    return (2 * prec * rec / (prec + rec) if prec + rec else 0.0), prec, rec
+    """(F1, precision, recall) for the positive class when flagging ``p >= cut``."""
+    r = prf((p >= cut)[:, None], np.asarray(y, dtype=float)[:, None])
+    return float(r["f1"][0]), float(r["p"][0]), float(r["r"][0])
 
 
 # ----- category head -----
@@ -359,7 +343,7 @@ def train_urgency(x: np.ndarray, ex: list[Example], score: np.ndarray, c: float,
     w, b, sw, sb = fit_urgency(x, urgent, score, c)  # the shipped model; also the folds' warm start
     z, s = loco(x, urgent, score, courses, c)
     t = fit_temperature(z, urgent, binary=True)
-    p = 1.0 / (1.0 + np.exp(-z / t))
+    p = sigmoid(z / t)
     per_course = {}
     # nested: for each course, cut points chosen on the other courses' out-of-fold predictions
     # of an inner leave-one-course-out (the held-out course never informs its own cut)
@@ -368,8 +352,8 @@ def train_urgency(x: np.ndarray, ex: list[Example], score: np.ndarray, c: float,
         te = courses == k
         zi, _ = loco(x[~te], urgent[~te], score[~te], courses[~te], c)
         ti = fit_temperature(zi, urgent[~te], binary=True)
-        cut = cut_points(1.0 / (1.0 + np.exp(-zi / ti)), urgent[~te])["medium"]
-        pk = 1.0 / (1.0 + np.exp(-z[te] / ti))  # z[te]: the model trained without course k
+        cut = cut_points(sigmoid(zi / ti), urgent[~te])["medium"]
+        pk = sigmoid(z[te] / ti)  # z[te]: the model trained without course k
         nested_pred[te] = pk >= cut
         f1k = f1_at(urgent[te], pk, cut)
         per_course[k] = {
