@@ -211,11 +211,6 @@ class EmotionModel:
             mask[i, : len(e.ids)] = 1
         return ids, mask, [len(e.overflowing) > 0 for e in encs]
 
-    def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """Raw outputs of one batch: (emotion logits [B,28], PAD [B,3] in 0-1, truncated flags)."""
-        logits, pad, _features, truncated = self.infer_all(texts)
-        return logits, pad, truncated
-
     def infer_all(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[bool]]:
         """One batch: emotion logits, PAD, the heads' pooled features (None without heads), truncated."""
         ids, mask, truncated = self.encode(texts)
