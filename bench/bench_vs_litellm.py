@@ -396,7 +396,7 @@ def start_litellm(binary: Path, fake_port: int, tmp: Path) -> tuple[ManagedProce
     }
     log = open(tmp / "litellm.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [str(binary), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        [str(binary.absolute()), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -181,6 +181,20 @@ class RouterSettings:
         "host:port of the emotion service, asked (Analyze, no user_id: nothing stored) for the category of a "
         "request that brought no emotion result; `auto` = EMOTION_ADDR; empty = never ask, use the TF-IDF classifier.",
     )
+    speculate: bool = env(
+        "ROUTER_SPECULATE",
+        True,
+        "For a request that asks the router to analyse emotion (analyze_emotion), call the provider it would "
+        "pick without the analysis while the analysis runs, and keep that call when the analysis picks the "
+        "same provider (else cancel it before any text is released). Off = wait for the analysis, then call.",
+    )
+    emotion_timeout_ms: float = env(
+        "ROUTER_EMOTION_TIMEOUT_MS",
+        2000.0,
+        "Deadline of the router's own Analyze call (analyze_emotion requests, sent to EMOTION_ADDR); "
+        "past it the request is routed without the analysis.",
+        minimum=1,
+    )
     category_timeout_ms: float = env(
         "ROUTER_CATEGORY_TIMEOUT_MS",
         250.0,

@@ -7,8 +7,9 @@ these and ``router.proto`` / ``common.proto`` messages.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 from services.router.providers.base import ChatRequest, Usage
 
@@ -96,6 +97,26 @@ class EmotionSignal:
     state_scores: Mapping[str, float] = field(default_factory=dict)
 
 
+class Speculation(StrEnum):
+    """What became of a speculative start (a request that asked the router to analyse emotion)."""
+
+    NONE = "none"  # not speculated (no analysis asked, or ROUTER_SPECULATE=0)
+    CONFIRMED = "confirmed"  # the analysis picked the provider already called: its answer is used
+    SWITCHED = "switched"  # the analysis picked another provider: the early call was cancelled
+    NO_ANALYSIS = "no_analysis"  # no analysis in time: routed without it, the early call kept
+    NOT_STARTED = "not_started"  # nothing started early (pinned, or breaker / rate limit refused)
+
+
+@dataclass(frozen=True)
+class EmotionEvidence:
+    """The emotion service's analysis of a request's last message, made by the router itself."""
+
+    signal: EmotionSignal
+    scores: CategoryScores | None  # None when the emotion model has no category head
+    #: The EmotionResult as the emotion service sent it: handed back to the caller unchanged.
+    result: Any
+
+
 @dataclass(frozen=True)
 class RouteRequest:
     """One validated Generate/GenerateStream/Route request."""
@@ -110,11 +131,17 @@ class RouteRequest:
     cost_quality: float | None = None
     complexity: float | None = None  # from budget.complexity
     purpose: str = "unspecified"
+    #: Analyse the last message with the emotion service (with the student's history) and route on it.
+    analyze: bool = False
 
     @property
     def text(self) -> str:
         """The last user message (validation guarantees there is one)."""
         return self.chat.messages[-1].content
+
+    def with_evidence(self, evidence: EmotionEvidence) -> RouteRequest:
+        """This request as if it had brought the analysis itself (its emotion and category scores)."""
+        return replace(self, emotion=evidence.signal, category_scores=evidence.scores or self.category_scores)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,14 @@ The decision itself is ``decision.decide`` (pure). Failure policy (what LiteLLM 
 
 Unary and streaming share one attempt loop (``_attempt_loop``); they differ only in what one
 attempt is (``_complete_once`` vs ``_open_stream``).
+
+Speculative start (requests with ``analyze``, ROUTER_SPECULATE): the router asks the emotion
+service for the analysis and, while it runs, already calls the provider it would pick without
+it (category from the hint, the request's scores or the TF-IDF classifier). When the analysis
+arrives the decision is made again with it; the early call is kept if it picked the same
+provider and cancelled otherwise, before any of its text is released. The analysis (a few
+milliseconds) almost always arrives long before a provider's first token, so emotion-aware
+routing adds no wait; the price of a switch is one cancelled provider request.
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
@@ -54,7 +62,16 @@ from services.router.decision import (
     ProviderView,
     decide,
 )
-from services.router.domain import Answer, Attempt, CategoryScores, CategorySource, ComplexitySource, RouteRequest
+from services.router.domain import (
+    Answer,
+    Attempt,
+    CategoryScores,
+    CategorySource,
+    ComplexitySource,
+    RouteRequest,
+    Speculation,
+)
+from services.router.emotion_peer import EmotionPeer
 from services.router.ledger import CostLedger, RateLimiter
 from services.router.plan import Plan, exhausted, tries
 from services.router.policy import Policy
@@ -80,6 +97,13 @@ T = TypeVar("T")
 #: What GenerateStream yields: the plan first, then text deltas, then the answer.
 StreamItem = Plan | str | Answer
 
+#: One provider attempt: (plan, provider name, permit) -> its result or the error it ended in.
+Start = Callable[[Plan, str, Permit], Coroutine[Any, Any, T | ProviderError]]
+#: An attempt already under way when the attempt loop begins (the speculative start).
+Early = tuple[str, "asyncio.Task[T | ProviderError]"]
+#: Undo a successful early attempt that the analysis overruled; returns the text it had produced.
+Discard = Callable[[str, T], Coroutine[Any, Any, str]]
+
 
 class Router:
     def __init__(
@@ -94,6 +118,7 @@ class Router:
         ledger: CostLedger,
         limiter: RateLimiter,
         detector: CategoryDetector,
+        emotion: EmotionPeer | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
@@ -105,6 +130,7 @@ class Router:
         self.ledger = ledger
         self.limiter = limiter
         self.detector = detector
+        self.emotion = emotion
         self.rng = rng or random.Random()
         self.knobs = Knobs(
             default_cost_quality=cfg.default_cost_quality,
@@ -137,6 +163,12 @@ class Router:
             return self.detector.classify(req.text)
         return await self.detector.detect(req.text)
 
+    def category_now(self, req: RouteRequest) -> CategoryScores:
+        """``category`` without asking the emotion service (its analysis is under way already)."""
+        if req.category_hint:
+            return CategoryScores.one_hot(req.category_hint, CategorySource.HINT)
+        return req.category_scores if req.category_scores is not None else self.detector.classify(req.text)
+
     def complexity(self, req: RouteRequest) -> Complexity:
         if req.complexity is not None:
             return Complexity(req.complexity, ComplexitySource.REQUEST)
@@ -144,17 +176,36 @@ class Router:
 
     async def plan(self, req: RouteRequest) -> Plan:
         started = time.perf_counter()
+        self._check_pinned(req)
+        notes: list[str] = []
+        category, session, spend = await asyncio.gather(
+            self.category(req), self._load_session(req.session_id, notes), self._spend_for(req, notes)
+        )
+        return self._decide(req, category, session, spend, notes, started)
+
+    def _check_pinned(self, req: RouteRequest) -> None:
         if req.pinned and req.pinned not in self.providers:
             raise NotFound(
                 f"pinned_provider {req.pinned!r} is not configured (known: {', '.join(sorted(self.providers))})",
                 reason="UNKNOWN_PROVIDER",
                 field="pinned_provider",
             )
-        notes: list[str] = []
+
+    async def _spend_for(self, req: RouteRequest, notes: list[str]) -> tuple[float, dict[str, float]]:
         needs_spend = bool(req.user_id and self.cfg.user_daily_budget_usd > 0) or any(self._budgets.values())
-        category, session, (user_spent, provider_spent) = await asyncio.gather(
-            self.category(req), self._load_session(req.session_id, notes), self._spend(req.user_id, needs_spend, notes)
-        )
+        return await self._spend(req.user_id, needs_spend, notes)
+
+    def _decide(
+        self,
+        req: RouteRequest,
+        category: CategoryScores,
+        session: SessionState | None,
+        spend: tuple[float, Mapping[str, float]],
+        notes: list[str],
+        started: float,
+    ) -> Plan:
+        """The pure decision on gathered inputs, as a Plan (``notes``: what degraded while gathering)."""
+        user_spent, provider_spent = spend
         views = [
             ProviderView(
                 name,
@@ -183,6 +234,102 @@ class Router:
         elapsed = time.perf_counter() - started
         metrics.DECISION_SECONDS.observe(elapsed)
         return Plan(req, decision, session, elapsed * 1000)
+
+    def analyses(self, req: RouteRequest) -> bool:
+        """Whether the router analyses this request's emotion itself (see ``_plan_with_analysis``)."""
+        return req.analyze and req.emotion is None and self.emotion is not None and bool(self.emotion.addr)
+
+    async def _plan_for(
+        self, req: RouteRequest, deadline: float, start: Start[T], discard: Discard[T] | None
+    ) -> tuple[Plan, Early[T] | None]:
+        if self.analyses(req):
+            return await self._plan_with_analysis(req, deadline, start, discard)
+        return await self.plan(req), None
+
+    async def _plan_with_analysis(
+        self, req: RouteRequest, deadline: float, start: Start[T], discard: Discard[T] | None
+    ) -> tuple[Plan, Early[T] | None]:
+        """Plan on the emotion service's analysis, with the speculative start (module docstring).
+
+        Returns the plan and the early attempt to continue with (None when there is none to
+        keep: the attempt loop then starts from the plan's first choice). An early attempt the
+        analysis overrules is cancelled, or, if it has already succeeded, undone by ``discard``
+        (an opened stream whose text nobody has seen); without ``discard`` (a unary answer,
+        already paid for) a finished early answer is kept. A cancelled or discarded early call
+        is charged: its prompt's tokens (estimated) and what text it had produced.
+        """
+        assert self.emotion is not None
+        started = time.perf_counter()
+        self._check_pinned(req)
+        loop = asyncio.get_running_loop()
+        analysis = asyncio.create_task(self.emotion.analyze(req, deadline - loop.time()))
+        early: asyncio.Task[T | ProviderError] | None = None
+        try:
+            notes: list[str] = []
+            session, spend = await asyncio.gather(
+                self._load_session(req.session_id, notes), self._spend_for(req, notes)
+            )
+            provisional: Plan | None = None
+            guess = ""
+            if self.cfg.speculate:
+                provisional = self._decide(req, self.category_now(req), session, spend, list(notes), started)
+                if provisional.order:
+                    guess = provisional.order[0]
+                    permit = await self._admit_early(guess)
+                    if permit is not None:
+                        early = asyncio.create_task(start(provisional, guess, permit))
+            evidence = await analysis
+            final = req.with_evidence(evidence) if evidence is not None else req
+            plan = self._decide(final, self.category_now(final), session, spend, notes, started)
+            plan.evidence = evidence
+            if provisional is not None:
+                plan.attempts = provisional.attempts  # one list: the early attempt notes into it
+            if not self.cfg.speculate:
+                outcome = Speculation.NONE
+            elif early is None:
+                outcome = Speculation.NOT_STARTED
+            elif evidence is not None and plan.order[:1] == [guess]:
+                outcome = Speculation.CONFIRMED
+            elif evidence is None or (early.done() and discard is None):
+                # no analysis, or the early call already answered: keep it and its plan
+                assert provisional is not None
+                provisional.evidence = evidence
+                plan, outcome = provisional, Speculation.NO_ANALYSIS
+            else:
+                assert provisional is not None
+                outcome = Speculation.SWITCHED
+                sent = time.perf_counter()
+                early.cancel()
+                (done,) = await asyncio.gather(early, return_exceptions=True)
+                early = None
+                produced = ""
+                if discard is not None and not isinstance(done, BaseException | ProviderError):
+                    produced = await discard(guess, done)
+                if not isinstance(done, ProviderError):  # a failed call was booked by _fail already
+                    self.books.charge_broken(provisional, guess, produced, sent)
+        except BaseException:
+            analysis.cancel()
+            if early is not None:
+                early.cancel()
+                await asyncio.gather(early, return_exceptions=True)
+            raise
+        plan.speculation = outcome
+        metrics.SPECULATION.labels(outcome.value).inc()
+        if outcome is Speculation.SWITCHED:
+            plan.decision.reasons.append(
+                f"early call to {guess} cancelled: the emotion analysis picked another provider"
+            )
+        return plan, ((guess, early) if early is not None else None)
+
+    async def _admit_early(self, name: str) -> Permit | None:
+        """``_admit`` for the speculative start: a refusal is not noted (the attempt loop will note it)."""
+        permit = await self.breakers.acquire(name)
+        if not permit.allowed:
+            return None
+        if await self.limiter.admit(name):
+            await self._release(name, permit)
+            return None
+        return permit
 
     def _exclusion(self, name: str, provider: Provider, spent: Mapping[str, float]) -> Exclusion | None:
         budget = self._budgets[name]
@@ -228,39 +375,70 @@ class Router:
 
     async def generate(self, req: RouteRequest, time_remaining: float | None) -> tuple[Plan, Answer]:
         deadline, _ = self.deadline(time_remaining)
-        plan = await self.plan(req)
+
+        async def start(p: Plan, name: str, permit: Permit) -> Completion | ProviderError:
+            return await self._complete_once(p, name, permit, deadline)
+
+        plan, early = await self._plan_for(req, deadline, start, None)
 
         async def once(name: str, permit: Permit) -> Completion | ProviderError:
-            return await self._complete_once(plan, name, permit, deadline)
+            return await start(plan, name, permit)
 
-        name, completion = await self._attempt_loop(plan, deadline, once)
+        name, completion = await self._attempt_loop(plan, deadline, once, early)
         return plan, await self._done(plan, name, completion)
 
     async def generate_stream(self, req: RouteRequest, time_remaining: float | None) -> AsyncIterator[StreamItem]:
         deadline, explicit = self.deadline(time_remaining)
-        plan = await self.plan(req)
-        yield plan
 
-        async def once(name: str, permit: Permit) -> tuple[OpenStream, Permit] | ProviderError:
-            opened = await self._open_stream(plan, name, permit, deadline)
+        async def start(p: Plan, name: str, permit: Permit) -> tuple[OpenStream, Permit] | ProviderError:
+            opened = await self._open_stream(p, name, permit, deadline)
             return opened if isinstance(opened, ProviderError) else (opened, permit)
 
-        name, (opened, permit) = await self._attempt_loop(plan, deadline, once)
+        async def discard(name: str, started: tuple[OpenStream, Permit] | ProviderError) -> str:
+            assert not isinstance(started, ProviderError)  # only successful starts are discarded
+            opened, permit = started
+            await opened.events.aclose()
+            await self._release(name, permit)
+            return opened.first.text if isinstance(opened.first, StreamDelta) else ""
+
+        plan, early = await self._plan_for(req, deadline, start, discard)
+        try:
+            yield plan
+        except BaseException:
+            if early is not None:
+                early[1].cancel()
+            raise
+
+        async def once(name: str, permit: Permit) -> tuple[OpenStream, Permit] | ProviderError:
+            return await start(plan, name, permit)
+
+        name, (opened, permit) = await self._attempt_loop(plan, deadline, once, early)
         async for item in self._relay(plan, name, opened, permit, deadline if explicit else math.inf):
             yield item
 
     async def _attempt_loop(
-        self, plan: Plan, deadline: float, attempt: Callable[[str, Permit], Awaitable[T | ProviderError]]
+        self,
+        plan: Plan,
+        deadline: float,
+        attempt: Callable[[str, Permit], Awaitable[T | ProviderError]],
+        early: Early[T] | None = None,
     ) -> tuple[str, T]:
-        """Walk the candidates (retrying the last one when worth it) until an attempt succeeds."""
+        """Walk the candidates (retrying the last one when worth it) until an attempt succeeds.
+
+        ``early``: the first choice's attempt, already started (and admitted) by the speculative start.
+        """
         for index, name in enumerate(plan.order):
             retries = 0
-            while tries(plan) < self.cfg.max_attempts:
-                self._check_deadline(plan, deadline)
-                permit = await self._admit(plan, name)
-                if permit is None:
-                    break
-                result = await attempt(name, permit)
+            while tries(plan) < self.cfg.max_attempts or early is not None:
+                if early is not None and early[0] == name:
+                    result = await early[1]
+                    early = None
+                else:
+                    self._check_deadline(plan, deadline)
+                    permit = await self._admit(plan, name)
+                    if permit is None:
+                        break
+                    result = await attempt(name, permit)
                 if not isinstance(result, ProviderError):
                     return name, result
                 if not await self._retry_pause(plan, result, index, retries, deadline):

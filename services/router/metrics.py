@@ -7,6 +7,11 @@ from prometheus_client import Counter, Histogram
 ATTEMPTS = Counter("masterx_router_attempts_total", "Provider attempts by outcome", ["provider", "outcome"])
 TOKENS = Counter("masterx_router_tokens_total", "Tokens used", ["provider", "direction"])
 COST = Counter("masterx_router_cost_usd_total", "Money spent, USD", ["provider"])
+SPECULATION = Counter(
+    "masterx_router_speculation_total",
+    "Requests with analyze_emotion by what became of the provider call started before the analysis",
+    ["outcome"],
+)
 FALLBACKS = Counter("masterx_router_fallbacks_total", "Requests answered by a provider other than the first choice")
 DECISION_SECONDS = Histogram(
     "masterx_router_decision_seconds",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from masterx_runtime.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from services.router.decision import Decision
-from services.router.domain import Attempt, RouteRequest
+from services.router.domain import Attempt, EmotionEvidence, RouteRequest, Speculation
 from services.router.sessions import SessionState
 
 
@@ -19,6 +19,9 @@ class Plan:
     session: SessionState | None
     decision_ms: float
     attempts: list[Attempt] = field(default_factory=list)
+    #: The router's own emotion analysis (requests with ``analyze``), when it arrived.
+    evidence: EmotionEvidence | None = None
+    speculation: Speculation = Speculation.NONE
 
     @property
     def order(self) -> list[str]:

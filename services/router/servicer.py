@@ -23,9 +23,11 @@ from services.router.domain import (
     Answer,
     CategoryScores,
     CategorySource,
+    EmotionEvidence,
     EmotionSignal,
     LearningState,
     RouteRequest,
+    Speculation,
     Trajectory,
 )
 from services.router.ledger import parse_day, utc_day
@@ -113,6 +115,25 @@ def analyze_scores(response: emotion_pb2.AnalyzeResponse) -> tuple[tuple[float, 
     return probs, followup, result.model_version
 
 
+def evidence_from(response: emotion_pb2.AnalyzeResponse) -> EmotionEvidence:
+    """The router's own analysis (analyze_emotion) as domain types; the result itself is kept to hand back."""
+    result = response.result
+    scores = None
+    if result.category_scores:
+        probs, followup = category_scores(result.category_scores, result.followup_probability, "result")
+        scores = CategoryScores(probs, followup, CategorySource.EMOTION_SERVICE, result.model_version)
+    return EmotionEvidence(emotion_signal(result), scores, result)
+
+
+SPECULATION_ENUM = {
+    Speculation.NONE: router_pb2.SPECULATION_UNSPECIFIED,
+    Speculation.CONFIRMED: router_pb2.SPECULATION_CONFIRMED,
+    Speculation.SWITCHED: router_pb2.SPECULATION_SWITCHED,
+    Speculation.NO_ANALYSIS: router_pb2.SPECULATION_NO_ANALYSIS,
+    Speculation.NOT_STARTED: router_pb2.SPECULATION_NOT_STARTED,
+}
+
+
 def route_request(req: router_pb2.GenerateRequest) -> RouteRequest:
     """Validate a GenerateRequest and convert it (INVALID_ARGUMENT names the field at fault)."""
     if not req.messages:
@@ -186,6 +207,7 @@ def route_request(req: router_pb2.GenerateRequest) -> RouteRequest:
         cost_quality=req.cost_quality if req.HasField("cost_quality") else None,
         complexity=complexity,
         purpose=router_pb2.Purpose.Name(req.purpose).removeprefix("PURPOSE_").lower(),
+        analyze=req.analyze_emotion and not req.HasField("emotion"),
     )
 
 
@@ -223,6 +245,7 @@ def decision_message(plan: Plan) -> router_pb2.RoutingDecision:
         category_source=d.category.source.value,
         escalated=d.escalation.active,
         ranking_category=category_enum(d.ranking_category),
+        speculation=SPECULATION_ENUM[plan.speculation],
     )
 
 
@@ -242,6 +265,7 @@ def usage_message(usage: Usage, cost: float, provider: str, model: str) -> commo
 
 def response_message(plan: Plan, a: Answer, decision: router_pb2.RoutingDecision) -> router_pb2.GenerateResponse:
     return router_pb2.GenerateResponse(
+        emotion=plan.evidence.result if plan.evidence is not None else None,
         text=a.text,
         provider=a.provider,
         model=a.model,

@@ -67,6 +67,52 @@ PURPOSE_JUDGE: Purpose.ValueType  # 4
 """A judge call scoring another answer (reasoning reward model, benchmark rubric scoring)."""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
+class _Speculation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SpeculationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Speculation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPECULATION_UNSPECIFIED: _Speculation.ValueType  # 0
+    """Not speculated: no analyze_emotion, or speculation is switched off (ROUTER_SPECULATE=0)."""
+    SPECULATION_CONFIRMED: _Speculation.ValueType  # 1
+    """The analysis picked the same provider: the early call became the answer."""
+    SPECULATION_SWITCHED: _Speculation.ValueType  # 2
+    """The analysis picked another provider: the early call was cancelled before any text
+    reached the caller, and the chosen provider was called.
+    """
+    SPECULATION_NO_ANALYSIS: _Speculation.ValueType  # 3
+    """No analysis arrived in time (or the emotion service failed): routed without it, the early
+    call kept.
+    """
+    SPECULATION_NOT_STARTED: _Speculation.ValueType  # 4
+    """Nothing was started early (pinned request, or the first choice's breaker or rate limit
+    refused): the request waited for the analysis.
+    """
+
+class Speculation(_Speculation, metaclass=_SpeculationEnumTypeWrapper):
+    """A request with analyze_emotion: the router starts the provider it would pick without the
+    emotion result while the emotion service analyses the message.
+    """
+
+SPECULATION_UNSPECIFIED: Speculation.ValueType  # 0
+"""Not speculated: no analyze_emotion, or speculation is switched off (ROUTER_SPECULATE=0)."""
+SPECULATION_CONFIRMED: Speculation.ValueType  # 1
+"""The analysis picked the same provider: the early call became the answer."""
+SPECULATION_SWITCHED: Speculation.ValueType  # 2
+"""The analysis picked another provider: the early call was cancelled before any text
+reached the caller, and the chosen provider was called.
+"""
+SPECULATION_NO_ANALYSIS: Speculation.ValueType  # 3
+"""No analysis arrived in time (or the emotion service failed): routed without it, the early
+call kept.
+"""
+SPECULATION_NOT_STARTED: Speculation.ValueType  # 4
+"""Nothing was started early (pinned request, or the first choice's breaker or rate limit
+refused): the request waited for the analysis.
+"""
+Global___Speculation: _TypeAlias = Speculation  # noqa: Y015
+
 @_typing.final
 class GenerateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -83,6 +129,7 @@ class GenerateRequest(_message.Message):
     PURPOSE_FIELD_NUMBER: _builtins.int
     BUDGET_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    ANALYZE_EMOTION_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Student id (for the cost ledger and per-user budgets)."""
     session_id: _builtins.str
@@ -99,6 +146,14 @@ class GenerateRequest(_message.Message):
     """0 = cheapest acceptable, 1 = best quality regardless of cost (unset = 0.5)."""
     purpose: Global___Purpose.ValueType
     """Why the request is made."""
+    analyze_emotion: _builtins.bool
+    """Ask the router to analyse the last user message with the emotion service (Analyze with this
+    request's user_id and session_id, so the student's history is kept) instead of sending
+    `emotion`. The router routes on the result and returns it in GenerateResponse.emotion. While
+    the analysis runs it already calls the provider it would pick without it (a speculative
+    start: see RoutingDecision.speculation); the answer is only released once the analysis
+    confirms that provider. Ignored when `emotion` is set or the router has no emotion service.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """Conversation so far; the last message must be a non-empty user message."""
@@ -132,10 +187,11 @@ class GenerateRequest(_message.Message):
         purpose: Global___Purpose.ValueType = ...,
         budget: _common_pb2.TokenBudget | None = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
+        analyze_emotion: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cost_quality", b"_cost_quality", "_temperature", b"_temperature", "budget", b"budget", "cost_quality", b"cost_quality", "emotion", b"emotion", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_quality", b"_cost_quality", "_temperature", b"_temperature", "budget", b"budget", "category", b"category", "cost_quality", b"cost_quality", "emotion", b"emotion", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "purpose", b"purpose", "session_id", b"session_id", "stop", b"stop", "temperature", b"temperature", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cost_quality", b"_cost_quality", "_temperature", b"_temperature", "analyze_emotion", b"analyze_emotion", "budget", b"budget", "category", b"category", "cost_quality", b"cost_quality", "emotion", b"emotion", "max_tokens", b"max_tokens", "messages", b"messages", "pinned_provider", b"pinned_provider", "purpose", b"purpose", "session_id", b"session_id", "stop", b"stop", "temperature", b"temperature", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cost_quality: _TypeAlias = _typing.Literal["cost_quality"]  # noqa: Y015
     _WhichOneofArgType__cost_quality: _TypeAlias = _typing.Literal["_cost_quality", b"_cost_quality"]  # noqa: Y015
@@ -229,6 +285,7 @@ class RoutingDecision(_message.Message):
     CATEGORY_SOURCE_FIELD_NUMBER: _builtins.int
     ESCALATED_FIELD_NUMBER: _builtins.int
     RANKING_CATEGORY_FIELD_NUMBER: _builtins.int
+    SPECULATION_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Chosen provider (first non-excluded candidate)."""
     model: _builtins.str
@@ -261,6 +318,8 @@ class RoutingDecision(_message.Message):
     """Category whose scores and weights ranked the candidates (empathy when the emotion
     overrode the topic; otherwise `category`).
     """
+    speculation: Global___Speculation.ValueType
+    """What became of a speculative start (requests with analyze_emotion)."""
     @_builtins.property
     def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Candidate]:
         """All candidates, best first."""
@@ -288,10 +347,11 @@ class RoutingDecision(_message.Message):
         category_source: _builtins.str = ...,
         escalated: _builtins.bool = ...,
         ranking_category: _common_pb2.Category.ValueType = ...,
+        speculation: Global___Speculation.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "category", b"category", "category_confidence", b"category_confidence", "category_source", b"category_source", "complexity", b"complexity", "complexity_source", b"complexity_source", "continuity", b"continuity", "cost_quality_used", b"cost_quality_used", "decision_ms", b"decision_ms", "empathy_override", b"empathy_override", "escalated", b"escalated", "model", b"model", "provider", b"provider", "ranking_category", b"ranking_category", "reasons", b"reasons", "topic_changed", b"topic_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "category", b"category", "category_confidence", b"category_confidence", "category_source", b"category_source", "complexity", b"complexity", "complexity_source", b"complexity_source", "continuity", b"continuity", "cost_quality_used", b"cost_quality_used", "decision_ms", b"decision_ms", "empathy_override", b"empathy_override", "escalated", b"escalated", "model", b"model", "provider", b"provider", "ranking_category", b"ranking_category", "reasons", b"reasons", "speculation", b"speculation", "topic_changed", b"topic_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -346,6 +406,7 @@ class GenerateResponse(_message.Message):
     TTFT_MS_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    EMOTION_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The answer text."""
     provider: _builtins.str
@@ -370,6 +431,12 @@ class GenerateResponse(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """Every attempt in order, including failed ones hidden by fallback."""
 
+    @_builtins.property
+    def emotion(self) -> _common_pb2.EmotionResult:
+        """The emotion service's result for the last user message, when the request asked the router
+        to analyse it (analyze_emotion) and the analysis arrived.
+        """
+
     def __init__(
         self,
         *,
@@ -382,10 +449,11 @@ class GenerateResponse(_message.Message):
         ttft_ms: _builtins.float = ...,
         finish_reason: _builtins.str = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        emotion: _common_pb2.EmotionResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "emotion", b"emotion", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "decision", b"decision", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "text", b"text", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "decision", b"decision", "emotion", b"emotion", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "text", b"text", "ttft_ms", b"ttft_ms", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
