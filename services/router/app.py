@@ -32,7 +32,7 @@ from services.router.ledger import INDEXES, CostLedger, RateLimiter
 from services.router.policy import load_policy
 from services.router.priors import load_priors
 from services.router.providers.base import Provider, ProviderSpec
-from services.router.providers.http import ClientShards
+from services.router.providers.http import HttpClient, make_http_client
 from services.router.providers.registry import build_provider, load_specs
 from services.router.scores import ScoreBook, ScoreRefresher
 from services.router.servicer import RouterServicer, analyze_scores
@@ -87,7 +87,7 @@ class RouterApp(ServiceApp):
         self._router: Router | None = None
         self.redis: aioredis.Redis | None = None
         self.mongo: MongoStore | None = None
-        self.http: ClientShards | None = None
+        self.http: HttpClient | None = None
         self.providers: dict[str, Provider] = {}
         self.breakers: BreakerBoard | None = None
         self.refresher: ScoreRefresher | None = None
@@ -120,7 +120,7 @@ class RouterApp(ServiceApp):
         self.mongo = MongoStore(self.mongo_cfg)
         await self.mongo.connect(indexes=INDEXES)
         prefix = self.redis_cfg.key_prefix
-        self.http = ClientShards(connect_timeout=self.cfg.connect_timeout_seconds)
+        self.http = make_http_client(connect_timeout=self.cfg.connect_timeout_seconds)
         self.providers = {s.name: build_provider(s, self.http, self.environ) for s in self.specs}
         for provider in self.providers.values():
             await provider.start()

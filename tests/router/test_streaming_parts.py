@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from services.router.providers.base import ServerError, StreamDelta, StreamEnd, Usage
@@ -12,18 +11,14 @@ from services.router.providers.http import SseEvent, iter_sse_batches
 from services.router.streaming import Mailbox as _Mailbox
 
 
-class Chunks(httpx.AsyncByteStream):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
+async def reads(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    """The body as the network hands it over, one read at a time."""
+    for chunk in chunks:
+        yield chunk
 
 
 async def parse(chunks: list[bytes]) -> list[list[SseEvent]]:
-    response = httpx.Response(200, stream=Chunks(chunks))
-    return [batch async for batch in iter_sse_batches(response)]
+    return [batch async for batch in iter_sse_batches(reads(chunks))]
 
 
 async def test_events_split_across_reads_and_crlf_boundaries() -> None:

@@ -1,4 +1,4 @@
-"""Shared HTTP plumbing for the remote adapters: one pooled httpx client, SSE, error mapping.
+"""Shared HTTP plumbing for the remote adapters: one pooled aiohttp session, SSE, error mapping.
 
 Subclasses describe their wire format (URL, headers, body, how to read a full answer and
 stream events); this class owns the transport concerns that must be the same everywhere:
@@ -13,12 +13,14 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
+from services.router.providers import http_spans
 from services.router.providers.base import (
     ChatRequest,
     Completion,
@@ -39,38 +41,53 @@ from services.router.providers.base import (
 )
 
 _MAX_ERROR_TEXT = 300
+#: Idle pooled connections are closed after this long (httpx's default; servers often close at 5 s too).
+KEEPALIVE_SECONDS = 5.0
+#: The connection broke under a request (as opposed to: it could not be made, or timed out).
+_DROPPED = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionResetError,
+    aiohttp.ClientOSError,
+)
 
 
-def make_http_client(connect_timeout: float = 5.0, max_connections: int = 1000) -> httpx.AsyncClient:
-    """A pooled client (keep-alive across requests)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(60.0, connect=connect_timeout),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 2),
-        follow_redirects=False,
-        trust_env=False,
-    )
+class HttpClient:
+    """The remote providers' pooled HTTP client: one aiohttp session, keep-alive, a connection limit.
 
-
-class ClientShards:
-    """Several pooled clients used in turn.
-
-    httpcore scans its whole pool for every request it places (``is_idle``/``has_expired`` on
-    each connection), which costs about a millisecond of CPU per request once a couple of
-    hundred streams are open; a few smaller pools keep that scan short.
+    No proxies from the environment, no redirects. The session is made on first use, inside the
+    running event loop (aiohttp needs one). One pool serves every request: aiohttp hands out an
+    idle connection without scanning the pool, so (unlike httpcore) many open streams cost
+    nothing per request and the pool needs no sharding.
     """
 
-    def __init__(self, shards: int = 8, connect_timeout: float = 5.0, max_connections: int = 1000) -> None:
-        per_shard = max(max_connections // shards, 16)
-        self.clients = [make_http_client(connect_timeout, per_shard) for _ in range(shards)]
-        self._next = 0
+    def __init__(self, connect_timeout: float = 5.0, max_connections: int = 1000) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
-    def pick(self) -> httpx.AsyncClient:
-        self._next = (self._next + 1) % len(self.clients)
-        return self.clients[self._next]
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=60.0),
+                trust_env=False,
+                trace_configs=http_spans.trace_configs(),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+
+def make_http_client(connect_timeout: float = 5.0, max_connections: int = 1000) -> HttpClient:
+    """A pooled client (keep-alive across requests); close it with ``aclose()``."""
+    return HttpClient(connect_timeout, max_connections)
 
 
 @dataclass
@@ -95,14 +112,16 @@ def parse_sse_block(block: bytes) -> SseEvent | None:
     return SseEvent(event or "message", "\n".join(data)) if data else None
 
 
-async def iter_sse_batches(response: httpx.Response) -> AsyncIterator[list[SseEvent]]:
+async def iter_sse_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[SseEvent]]:
     """Parse a text/event-stream body; yields the complete events of each network read together.
 
-    Events that arrive in one read are handed over as one batch, so a busy router forwards
-    them to its client as one message instead of many (no added latency: nothing waits).
+    ``chunks`` is the body as it arrives (``response.content.iter_any()``: whatever has been
+    received when the parser asks). Events that arrive in one read are handed over as one batch,
+    so a busy router forwards them to its client as one message instead of many (no added
+    latency: nothing waits).
     """
     buffer = b""
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks:
         buffer += chunk
         if b"\r" in buffer:
             keep_cr = buffer.endswith(b"\r")  # a CRLF split across reads
@@ -126,12 +145,9 @@ async def iter_sse_batches(response: httpx.Response) -> AsyncIterator[list[SseEv
 class HttpProvider(Provider, abc.ABC):
     """A provider reached over HTTP with JSON bodies and SSE streams."""
 
-    def __init__(
-        self, spec: ProviderSpec, client: httpx.AsyncClient | ClientShards, environ: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, spec: ProviderSpec, client: HttpClient, environ: dict[str, str] | None = None) -> None:
         super().__init__(spec)
-        self._shards = client if isinstance(client, ClientShards) else None
-        self._client = client.clients[0] if isinstance(client, ClientShards) else client
+        self._client = client
         env = os.environ if environ is None else environ
         self._api_key = env.get(spec.api_key_env, "") if spec.api_key_env else ""
 
@@ -164,33 +180,48 @@ class HttpProvider(Provider, abc.ABC):
 
     # --- shared transport
 
-    def _pick(self) -> httpx.AsyncClient:
-        return self._shards.pick() if self._shards is not None else self._client
-
     def _headers(self) -> dict[str, str]:
         return {"content-type": "application/json", **self.spec.headers, **self._auth_headers()}
 
     def _scrub(self, text: str) -> str:
         return redact(text, [self._api_key])[:_MAX_ERROR_TEXT]
 
-    def _timeout(self, timeout: float) -> httpx.Timeout:
-        connect = min(self._client.timeout.connect or timeout, timeout)
-        return httpx.Timeout(timeout, connect=connect)
+    def _post(
+        self, request: ChatRequest, stream: bool, timeout: float
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """The request as an ``async with`` context (leaving it returns or closes the connection).
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
+        Timeouts as httpx had them: ``timeout`` for getting a pooled connection or connecting
+        (connecting itself at most the client's connect timeout) and for each read; no total.
+        """
+        body = json.dumps(self._body(request, stream), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return self._client.session.post(
+            self._url(stream),
+            data=body.encode(),
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=timeout,
+                sock_connect=min(self._client.connect_timeout or timeout, timeout),
+                sock_read=timeout,
+            ),
+            allow_redirects=False,
+        )
+
+    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+        if response.status < 400:
             return
-        body = await response.aread()
+        body = await response.read()
         try:
             message = self._error_message(json.loads(body))
         except ValueError:
             message = ""
-        message = message or body.decode("utf-8", "replace") or response.reason_phrase
+        message = message or body.decode("utf-8", "replace") or response.reason or ""
         retry_after = None
         with contextlib.suppress(ValueError):
             retry_after = float(response.headers.get("retry-after", ""))
         raise error_for_status(
-            self.name, response.status_code, f"HTTP {response.status_code}: {self._scrub(message)}", retry_after
+            self.name, response.status, f"HTTP {response.status}: {self._scrub(message)}", retry_after
         )
 
     @contextlib.contextmanager
@@ -199,28 +230,26 @@ class HttpProvider(Provider, abc.ABC):
             yield
         except ProviderError:
             raise
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
             raise ProviderTimeout(self.name, f"timed out ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except aiohttp.ClientConnectorError as exc:  # could not connect (refused, DNS): nothing was sent
+            raise ServerError(self.name, f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+        except _DROPPED as exc:
             if started_stream[0]:
                 raise StreamBroken(self.name, f"stream broken: {self._scrub(str(exc)) or type(exc).__name__}") from None
             raise ServerError(self.name, f"connection dropped: {self._scrub(str(exc)) or type(exc).__name__}") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise ServerError(self.name, f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ServerError(self.name, f"malformed response: {type(exc).__name__}: {self._scrub(str(exc))}") from None
 
     async def complete(self, request: ChatRequest, timeout: float) -> Completion:
         started = time.perf_counter()
         with self._mapped_errors([False]):
-            response = await self._pick().post(
-                self._url(stream=False),
-                json=self._body(request, stream=False),
-                headers=self._headers(),
-                timeout=self._timeout(timeout),
-            )
-            await self._raise_for_status(response)
-            text, usage, finish, model = self._parse_full(response.json(), request)
+            async with self._post(request, stream=False, timeout=timeout) as response:
+                await self._raise_for_status(response)
+                body = await response.read()
+            text, usage, finish, model = self._parse_full(json.loads(body), request)
         latency = (time.perf_counter() - started) * 1000
         return Completion(text, usage, finish, model or self.spec.model, latency, latency)
 
@@ -228,16 +257,12 @@ class HttpProvider(Provider, abc.ABC):
         started_stream = [False]
         parser = self._stream_parser(request)
         with self._mapped_errors(started_stream):
-            async with self._pick().stream(
-                "POST",
-                self._url(stream=True),
-                json=self._body(request, stream=True),
-                headers=self._headers(),
-                timeout=self._timeout(timeout),
-            ) as response:
+            # Leaving this block before the body's end (cancelled, closed by the consumer, an
+            # error) closes the connection, so the provider sees the request abandoned at once.
+            async with self._post(request, stream=True, timeout=timeout) as response:
                 await self._raise_for_status(response)
                 started_stream[0] = True
-                async for events in iter_sse_batches(response):
+                async for events in iter_sse_batches(response.content.iter_any()):
                     if parser.finished:
                         continue  # read to the end of the body so the connection goes back to the pool
                     texts = []

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from masterx_runtime.config import ConfigError
@@ -26,7 +25,7 @@ from services.router.config import RouterSettings
 from services.router.providers.anthropic import AnthropicProvider
 from services.router.providers.base import Provider, ProviderSpec
 from services.router.providers.gemini import GeminiProvider
-from services.router.providers.http import ClientShards
+from services.router.providers.http import HttpClient
 from services.router.providers.local import LocalLlamaProvider, local_spec
 from services.router.providers.openai import OpenAIProvider
 
@@ -228,9 +227,7 @@ def load_specs(cfg: RouterSettings, environ: Mapping[str, str] | None = None) ->
     return specs
 
 
-def build_provider(
-    spec: ProviderSpec, client: httpx.AsyncClient | ClientShards, environ: Mapping[str, str] | None = None
-) -> Provider:
+def build_provider(spec: ProviderSpec, client: HttpClient, environ: Mapping[str, str] | None = None) -> Provider:
     env = dict(os.environ if environ is None else environ)
     if spec.kind == "openai":
         return OpenAIProvider(spec, client, env)
