@@ -10,7 +10,8 @@ Everything runs on loopback, as child processes of this script:
 * LiteLLM's proxy (``litellm --config``, one worker, one model pointing at the fake provider,
   no database, a master key (it refuses to start without one; checked in memory), logging at ERROR);
 * MasterX as ``masterx up`` runs it, less the services this path does not use: Redis,
-  the MongoDB-wire server, the emotion service, the router (one provider: the fake) and the
+  the MongoDB-wire server, the emotion service, the router (two providers, both the fake: see
+  ``ROUTES``) and the
   gateway (``/v1/chat/completions`` with model ``masterx``: routed, emotion analysed), plus a
   second gateway with ``GATEWAY_OPENAI_EMOTION=0``. Service logs at WARNING, the gateway's
   Redis rate limiter on (with a limit the run cannot reach).
@@ -20,9 +21,10 @@ drifts hit all of them alike: ``direct`` (the provider itself: the baseline), ``
 ``mx-gateway`` (emotion on), ``mx-gateway-noemo`` and ``mx-router`` (the router over gRPC). The
 router runs with ``ROUTER_CATEGORY_EMOTION_ADDR=`` (empty), so a request without an emotion
 result gets the TF-IDF category instead of an encoder pass in the emotion service: the two
-emotion-off targets run no model at all, and the gateway with emotion on gets the category
-scores from its own Analyze call, as by default. The emotion process still counts towards every
-MasterX target's CPU.
+emotion-off targets run no model at all. The gateway with emotion on sends ``analyze_emotion``
+(as by default): the router asks the emotion service (EMOTION_ADDR) for the analysis and starts
+the provider it would pick without it meanwhile; the run ends with how often the analysis
+confirmed that early call. The emotion process still counts towards every MasterX target's CPU.
 Per target: latency of non-streamed requests at 1 and 32 concurrent clients; streaming time to
 first token and whole-stream time at 1, 50 and 200 concurrent streams (closed loop: each
 stream slot starts a new stream when its last one ends); throughput at 64 clients, with the
@@ -396,7 +398,17 @@ def start_litellm(binary: Path, fake_port: int, tmp: Path) -> tuple[ManagedProce
     }
     log = open(tmp / "litellm.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [str(binary.absolute()), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        [
+            str(binary.absolute()),
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -419,16 +431,27 @@ def start_litellm(binary: Path, fake_port: int, tmp: Path) -> tuple[ManagedProce
     raise TimeoutError("litellm did not come up in 180 s")
 
 
+#: MasterX routes between two providers (both the same fake behind the same URL), so its decision
+#: is a real choice that the category and the emotion move: one strong at coding and math, one at
+#: the rest. LiteLLM gets the same fake as its one model.
+ROUTES = {
+    "peer-stem": {"coding": 90, "math": 90, "research": 60, "language": 60, "empathy": 60, "general": 60},
+    "peer-words": {"coding": 60, "math": 60, "research": 90, "language": 90, "empathy": 90, "general": 90},
+}
+
+
 def start_masterx(fake_port: int, tmp: Path) -> tuple[LocalSystem, ManagedProcess]:
     providers = [
         {
-            "name": "peer",
+            "name": name,
             "kind": "openai",
             "base_url": f"http://127.0.0.1:{fake_port}/p/peer/v1",
             "model": "fake-model",
             "input_price_per_mtok": 0.15,
             "output_price_per_mtok": 0.6,
+            "quality": quality,
         }
+        for name, quality in ROUTES.items()
     ]
     env = {
         "ROUTER_PROVIDERS_JSON": json.dumps(providers),
@@ -475,6 +498,14 @@ def start_masterx(fake_port: int, tmp: Path) -> tuple[LocalSystem, ManagedProces
 
 
 # ---- report --------------------------------------------------------------------------------------
+def speculation_counts(metrics_url: str) -> dict[str, float]:
+    """masterx_router_speculation_total by outcome, from the router's Prometheus endpoint."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(r'^masterx_router_speculation_total\{outcome="(\w+)"\} ([0-9.e+]+)$', text, re.M)
+    return {outcome: float(n) for outcome, n in found}
+
+
 def p50(v: list[float]) -> float:
     return percentile(v, 50)
 
@@ -668,6 +699,7 @@ def main() -> None:
         load_start = os.getloadavg()
         results = asyncio.run(run_all(targets, args))
         load_end = os.getloadavg()
+        speculation = speculation_counts(f"http://127.0.0.1:{system.ports['router-metrics']}")
     finally:
         for proc in (noemo, litellm):
             if proc is not None:
@@ -691,6 +723,11 @@ def main() -> None:
     )
     out = report(results, [t.name for t in targets], load)
     out["machine"] = host
+    total = sum(speculation.values())
+    if total:
+        shares = ", ".join(f"{k} {v / total:.1%}" for k, v in sorted(speculation.items(), key=lambda kv: -kv[1]))
+        print(f"\nrouter's speculative starts (gateway with emotion on, {total:.0f} requests): {shares}")
+    out["speculation"] = speculation
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -124,7 +124,8 @@ class GatewaySettings:
     openai_emotion: bool = env(
         "GATEWAY_OPENAI_EMOTION",
         True,
-        "Analyse the last user message on /v1/chat/completions so routing is emotion-aware.",
+        "Have the router analyse the last user message on /v1/chat/completions (analyze_emotion), so routing is "
+        "emotion-aware and the answer carries `masterx.emotion`; the router starts the provider call meanwhile.",
     )
     shutdown_grace_seconds: float = env(
         "GATEWAY_SHUTDOWN_GRACE_SECONDS",

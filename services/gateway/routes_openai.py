@@ -6,7 +6,6 @@ when the emotion service answers); any other name pins that provider (404 when u
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +16,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from masterx.common.v1 import common_pb2
-from masterx.emotion.v1 import emotion_pb2
 from masterx.router.v1 import router_pb2
 from masterx_runtime.logs import request_id_var
 from services.gateway import sse, views
@@ -63,20 +61,6 @@ def to_chat_messages(body: ChatCompletionRequest, cfg: GatewaySettings) -> list[
     return out
 
 
-async def _emotion(peers: Peers, cfg: GatewaySettings, text: str, user: str) -> common_pb2.EmotionResult | None:
-    """Emotion of the last user message, or None when the service does not answer (routing goes on)."""
-    if not cfg.openai_emotion:
-        return None
-    try:
-        resp = await peers.emotion.Analyze(
-            emotion_pb2.AnalyzeRequest(text=text, user_id=user), timeout=cfg.emotion_timeout_seconds
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning("emotion skipped", extra={"code": exc.code().name})
-        return None
-    return resp.result
-
-
 def _finish(reason: str) -> str:
     return reason if reason in _FINISH else "stop"
 
@@ -89,14 +73,17 @@ def _usage(u: common_pb2.Usage) -> dict[str, int]:
     }
 
 
-def _extension(done: router_pb2.GenerateResponse, emotion: common_pb2.EmotionResult | None) -> dict[str, Any]:
-    """MasterX facts OpenAI clients ignore but can read (extra fields are allowed)."""
+def _extension(done: router_pb2.GenerateResponse) -> dict[str, Any]:
+    """MasterX facts OpenAI clients ignore but can read (extra fields are allowed); ``emotion`` is
+    the router's analysis of the last message (None when emotion is off or the analysis failed)."""
     return {
         "provider": done.provider,
         "model": done.model,
         "reasons": list(done.decision.reasons),
         "cost_usd": round(done.usage.cost_usd, 8),
-        "emotion": views.emotion(emotion) if emotion is not None else None,
+        "emotion": views.emotion(done.emotion) if done.HasField("emotion") else None,
+        # what became of the provider call the router started before the analysis (router.proto Speculation)
+        "speculation": router_pb2.Speculation.Name(done.decision.speculation).removeprefix("SPECULATION_").lower(),
     }
 
 
@@ -106,18 +93,14 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: C
     routed = body.model.lower() in ROUTED_MODELS
     user = student_for(request, body.user or "", field="user", write=True)
     log.info("completion", extra={"model": body.model, "stream": body.stream, **text_fingerprint(messages[-1].content)})
-    # Routing reads the emotion result, so a routed request waits for it. A pinned one does not:
-    # its analysis (the student's history, the `masterx.emotion` field) runs during generation.
-    emotion: common_pb2.EmotionResult | None = None
-    emotion_task: asyncio.Task[common_pb2.EmotionResult | None] | None = None
-    if routed:
-        emotion = await _emotion(peers, cfg, messages[-1].content, user)
-    elif cfg.openai_emotion:
-        emotion_task = asyncio.create_task(_emotion(peers, cfg, messages[-1].content, user))
+    # The router analyses the message itself (analyze_emotion: Analyze with the student's id, so
+    # the history is kept), routes on it and returns it for `masterx.emotion`. It calls the
+    # provider it would pick without the analysis while the analysis runs and keeps that call
+    # when the analysis agrees, so emotion-aware routing adds no wait to the answer.
     gen = router_pb2.GenerateRequest(
         messages=messages,
         user_id=user,
-        emotion=emotion,
+        analyze_emotion=cfg.openai_emotion,
         pinned_provider="" if routed else body.model,
         max_tokens=body.max_completion_tokens or body.max_tokens or 0,
         purpose=router_pb2.PURPOSE_CHAT,
@@ -128,16 +111,9 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: C
     completion_id = f"chatcmpl-{request_id_var.get()}"
     created = int(time.time())
     if not body.stream:
-        try:
-            done = await cancel_on_disconnect(
-                request, rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
-            )
-        except BaseException:
-            if emotion_task is not None:
-                emotion_task.cancel()
-            raise
-        if emotion_task is not None:
-            emotion = await emotion_task
+        done = await cancel_on_disconnect(
+            request, rpc("router", peers.router.Generate(gen, timeout=cfg.generate_timeout_seconds))
+        )
         return JSONResponse(
             {
                 "id": completion_id,
@@ -154,15 +130,10 @@ async def chat_completions(request: Request, body: ChatCompletionRequest, cfg: C
                 ],
                 "usage": _usage(done.usage),
                 "system_fingerprint": None,
-                "masterx": _extension(done, emotion),
+                "masterx": _extension(done),
             }
         )
-    try:
-        return await _stream(peers, cfg, gen, body, emotion, completion_id, created, emotion_task)
-    except BaseException:
-        if emotion_task is not None:
-            emotion_task.cancel()
-        raise
+    return await _stream(peers, cfg, gen, body, completion_id, created)
 
 
 async def _stream(
@@ -170,10 +141,8 @@ async def _stream(
     cfg: GatewaySettings,
     gen: router_pb2.GenerateRequest,
     body: ChatCompletionRequest,
-    emotion: common_pb2.EmotionResult | None,
     completion_id: str,
     created: int,
-    emotion_task: asyncio.Task[common_pb2.EmotionResult | None] | None = None,
 ) -> EventStreamResponse:
     """Wait for the router's decision first, so routing errors are real HTTP errors; then stream."""
     call = peers.router.GenerateStream(gen, timeout=cfg.generate_timeout_seconds)
@@ -220,9 +189,7 @@ async def _stream(
                                 "model": model,
                                 "choices": [],
                                 "usage": _usage(msg.done.usage),
-                                "masterx": _extension(
-                                    msg.done, emotion if emotion_task is None else await emotion_task
-                                ),
+                                "masterx": _extension(msg.done),
                             }
                         )
             yield sse.data_only("[DONE]")
@@ -230,8 +197,6 @@ async def _stream(
             yield sse.data_only(from_rpc_error(exc, "router").body(request_id_var.get()))
         finally:
             call.cancel()
-            if emotion_task is not None and not emotion_task.done():
-                emotion_task.cancel()
 
     return EventStreamResponse(events(), headers=sse.SSE_HEADERS)
 

@@ -144,6 +144,10 @@ def test_openai_client_non_streaming_and_streaming(system: LocalSystem) -> None:
     assert done.choices[0].finish_reason == "stop"
     assert done.usage is not None and done.usage.total_tokens > 0
     assert done.model in ("fast", "smart")
+    # the router analysed the message itself and started the provider call meanwhile
+    routed = (done.model_extra or {})["masterx"]
+    assert routed["emotion"] is not None and routed["emotion"]["primary"]
+    assert routed["speculation"] in ("confirmed", "switched")
 
     pinned = client.chat.completions.create(
         model="smart",
