@@ -27,6 +27,7 @@ from services.router.breaker import BreakerBoard, BreakerConfig
 from services.router.category import CategoryDetector
 from services.router.classifier.model import MODEL_PATH, CategoryClassifier
 from services.router.config import RouterSettings
+from services.router.emotion_peer import EmotionPeer
 from services.router.engine import Router
 from services.router.ledger import INDEXES, CostLedger, RateLimiter
 from services.router.policy import load_policy
@@ -35,7 +36,7 @@ from services.router.providers.base import Provider, ProviderSpec
 from services.router.providers.http import HttpClient, make_http_client
 from services.router.providers.registry import build_provider, load_specs
 from services.router.scores import ScoreBook, ScoreRefresher
-from services.router.servicer import RouterServicer, analyze_scores
+from services.router.servicer import RouterServicer, analyze_scores, evidence_from
 from services.router.sessions import SessionStore
 
 log = logging.getLogger("masterx.router")
@@ -98,6 +99,7 @@ class RouterApp(ServiceApp):
             default_speed=self.policy.default_speed,
         )
         self.detector: CategoryDetector | None = None
+        self.emotion: EmotionPeer | None = None
 
     @property
     def category_emotion_addr(self) -> str:
@@ -143,6 +145,9 @@ class RouterApp(ServiceApp):
             retry_seconds=self.cfg.category_retry_seconds,
             convert=analyze_scores,
         )
+        self.emotion = EmotionPeer(
+            self.peers.emotion_addr, timeout_seconds=self.cfg.emotion_timeout_ms / 1000, convert=evidence_from
+        )
         self._router = Router(
             self.cfg,
             self.policy,
@@ -153,6 +158,7 @@ class RouterApp(ServiceApp):
             ledger=CostLedger(self.mongo.db, self.redis, key_prefix=prefix),
             limiter=RateLimiter(self.redis, {s.name: (s.rpm, s.tpm) for s in self.specs}, key_prefix=prefix),
             detector=self.detector,
+            emotion=self.emotion,
         )
         if self.cfg.scores_enabled:
             self.refresher = ScoreRefresher(
@@ -176,6 +182,8 @@ class RouterApp(ServiceApp):
             await self.refresher.stop()
         if self.detector is not None:
             await self.detector.close()
+        if self.emotion is not None:
+            await self.emotion.close()
         if self.breakers is not None:
             await self.breakers.stop()
         for provider in self.providers.values():
