@@ -115,6 +115,7 @@ class EmotionModel:
         self.model_version: str = meta["model_version"]
         self.labels: list[str] = list(meta["labels"])
         self.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        self._thresholds: list[float] = self.thresholds.tolist()  # float32 values as Python floats
         self.temperature = float(meta["temperature"])
         self.ekman_of_label: list[str] = list(meta["ekman_of_label"])
         self.max_seq_length = int(meta["max_seq_length"])
@@ -184,6 +185,10 @@ class EmotionModel:
             self._ekman_b = np.asarray(params["bias"], dtype=np.float64)
         if len(self.ekman_thresholds) != len(self.ekman_groups):
             self.ekman_groups = []  # no group calibration: predictions carry no group fields
+        # Per-text fast path (plain Python floats, same IEEE operations in the same order as the
+        # numpy rule): the member labels of each group, and the thresholds as Python floats.
+        self._ekman_index = [np.flatnonzero(self._ekman_members[:, k]).tolist() for k in range(len(self.ekman_groups))]
+        self._ekman_thr: list[float] = self.ekman_thresholds.tolist()
 
     def ekman_probabilities(self, logits: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """[B, groups] Ekman group probabilities by the calibrated rule (same as the pipeline)."""
@@ -236,7 +241,8 @@ class EmotionModel:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities: sigmoid(logits / temperature)."""
-        z = np.clip(logits / self.temperature, -60.0, 60.0)
+        # np.minimum(np.maximum()) is np.clip (NaN included) without its Python wrapper
+        z = np.minimum(np.maximum(logits / self.temperature, -60.0), 60.0)
         return 1.0 / (1.0 + np.exp(-z))
 
     @property
@@ -248,38 +254,105 @@ class EmotionModel:
         """Analyse texts: one padded onnxruntime run, or one run per text if batch_invariant."""
         if not texts:
             return []
-        if self.batch_invariant and len(texts) > 1:
-            return [p for t in texts for p in self.predict([t])]
+        if len(texts) == 1 or self.batch_invariant:
+            return [self._predict_one(t) for t in texts]
         logits, pad, features, truncated = self.infer_all(texts)
         heads = self.heads(features) if self.heads is not None and features is not None else None
         probs = self.probabilities(logits)
-        pad = np.clip(pad, 0.0, 1.0)
+        pad = np.minimum(np.maximum(pad, 0.0), 1.0)
         gp = self.ekman_probabilities(logits, probs) if self.ekman_groups else np.zeros((len(texts), 0))
-        out: list[Prediction] = []
-        for i in range(len(texts)):
-            p = probs[i]
-            top = int(np.argmax(p))
-            active = [j for j in np.argsort(-p, kind="stable") if p[j] >= self.thresholds[j]]
-            g = gp[i]
-            g_active = [k for k in np.argsort(-g, kind="stable") if g[k] >= self.ekman_thresholds[k]]
-            out.append(
-                Prediction(
-                    probabilities=tuple(float(x) for x in p),
-                    active_labels=tuple(self.labels[j] for j in active),
-                    primary_label=self.labels[top],
-                    confidence=float(p[top]),
-                    ekman=self.ekman_of_label[top],
-                    pad=(float(pad[i, 0]), float(pad[i, 1]), float(pad[i, 2])),
-                    truncated=bool(truncated[i]),
-                    ekman_probabilities=tuple(float(x) for x in g),
-                    ekman_active=tuple(self.ekman_groups[k] for k in g_active),
-                    category_probabilities=tuple(heads.category[i].tolist()) if heads else (),
-                    followup_probability=float(heads.followup[i]) if heads else 0.0,
-                    urgency_probability=float(heads.urgency_probability[i]) if heads else None,
-                    urgency_score=float(heads.urgency_score[i]) if heads else 0.0,
-                )
+        per_head: list[tuple[list[float], float, float, float]] | list[None] = [None] * len(texts)
+        if heads is not None:
+            h = (heads.category, heads.followup, heads.urgency_probability, heads.urgency_score)
+            per_head = list(zip(*(a.tolist() for a in h), strict=True))
+        tops = probs.argmax(axis=1).tolist()
+        return [
+            self._prediction(p, top, q, bool(t), g, hd)
+            for p, top, q, t, g, hd in zip(
+                probs.tolist(), tops, pad.tolist(), truncated, gp.tolist(), per_head, strict=True
             )
+        ]
+
+    def _predict_one(self, text: str) -> Prediction:
+        """One text, one onnxruntime run: ``predict([text])`` without the batch bookkeeping.
+
+        Same operations as the padded path on a batch of one (same array shapes for every numpy
+        and BLAS call whose result could depend on them), so the results are bit-identical.
+        """
+        enc = self.tokenizer.encode(text)
+        ids = np.array([enc.ids], dtype=np.int64)
+        outs = self.session.run(self._outputs, {self._in_ids: ids, self._in_mask: np.ones_like(ids)})
+        logits = np.asarray(outs[0], dtype=np.float32)
+        probs = self.probabilities(logits)[0]
+        pl: list[float] = probs.tolist()
+        if not self.ekman_groups:
+            gl: list[float] = []
+        elif self.ekman_rule == "noisy_or":
+            gl = self._noisy_or(pl)
+        else:
+            gl = self.ekman_probabilities(logits, probs[None, :])[0].tolist()
+        heads = None
+        if self.heads is not None and len(outs) > 2:
+            h = self.heads(np.asarray(outs[2], dtype=np.float32))
+            heads = (
+                h.category[0].tolist(),
+                float(h.followup[0]),
+                float(h.urgency_probability[0]),
+                float(h.urgency_score[0]),
+            )
+        pad = np.minimum(np.maximum(np.asarray(outs[1], dtype=np.float32)[0], 0.0), 1.0).tolist()
+        return self._prediction(pl, int(probs.argmax()), pad, len(enc.overflowing) > 0, gl, heads)
+
+    def _noisy_or(self, probs: list[float]) -> list[float]:
+        """``ekman_probabilities`` of one text under the noisy-or rule, in Python floats.
+
+        The numpy rule computes ``1 - prod(1 - p)`` per group in float64 with a sequential
+        product, which is exactly this loop.
+        """
+        out = []
+        for members in self._ekman_index:
+            q = 1.0
+            for j in members:
+                q *= 1.0 - probs[j]
+            out.append(1.0 - q)
         return out
+
+    def _prediction(
+        self,
+        probs: list[float],
+        top: int,
+        pad: list[float],
+        truncated: bool,
+        groups: list[float],
+        heads: tuple[list[float], float, float, float] | None,
+    ) -> Prediction:
+        """The Prediction of one text from its outputs as Python floats (argmax ``top``).
+
+        Active labels and groups: those at or over their threshold, by probability, highest
+        first, ties in label order (what a stable argsort of -p gives).
+        """
+        thr = self._thresholds
+        active = sorted((j for j in range(len(probs)) if probs[j] >= thr[j]), key=probs.__getitem__, reverse=True)
+        gthr = self._ekman_thr
+        g_active = sorted((k for k in range(len(groups)) if groups[k] >= gthr[k]), key=groups.__getitem__, reverse=True)
+        labels, ekman_groups = self.labels, self.ekman_groups
+        p0, p1, p2 = pad
+        cats, followup, urgency, score = heads if heads is not None else ((), 0.0, None, 0.0)
+        return Prediction(
+            probabilities=tuple(probs),
+            active_labels=tuple([labels[j] for j in active]),
+            primary_label=labels[top],
+            confidence=probs[top],
+            ekman=self.ekman_of_label[top],
+            pad=(p0, p1, p2),
+            truncated=truncated,
+            ekman_probabilities=tuple(groups),
+            ekman_active=tuple([ekman_groups[k] for k in g_active]),
+            category_probabilities=tuple(cats),
+            followup_probability=followup,
+            urgency_probability=urgency,
+            urgency_score=score,
+        )
 
     def warmup(self, runs: int = 3) -> None:
         """Run a few predictions so the first real request is not slow."""

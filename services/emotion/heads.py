@@ -104,6 +104,7 @@ class Heads:
         followup = p[:, self._fu]
         cats = p[:, self._keep]
         cats /= cats.sum(axis=1, keepdims=True)
-        u = np.clip(out[:, k] / self.urg_t, -60.0, 60.0)
-        score = np.clip(out[:, k + 1], 1.0, 7.0)
+        # np.minimum(np.maximum()) is np.clip (NaN included) without its Python-level wrapper
+        u = np.minimum(np.maximum(out[:, k] / self.urg_t, -60.0), 60.0)
+        score = np.minimum(np.maximum(out[:, k + 1], 1.0), 7.0)
         return HeadOutputs(cats, followup, 1.0 / (1.0 + np.exp(-u)), score)
