@@ -17,6 +17,7 @@ Intervention reasons are the features that pushed the score up the most.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Sequence
@@ -87,7 +88,8 @@ class LinearScore:
         return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.bias)))
 
     def level(self, score: float) -> str:
-        return self.levels[int(np.searchsorted(np.asarray(self.cut_points), score, side="right"))]
+        # bisect_right is searchsorted(side="right") on the sorted cut points (NaN: past the end)
+        return self.levels[bisect.bisect_right(self.cut_points, score)]
 
 
 @dataclass
@@ -99,10 +101,11 @@ class StateModel:
     states: tuple[str, ...] = LEARNING_STATES
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
+        # the ufunc reductions behind ndarray.max/sum, called without the method wrappers
         z = x @ self.weights.T + self.bias
-        z = z - z.max(axis=-1, keepdims=True)
+        z = z - np.maximum.reduce(z, axis=-1, keepdims=True)
         e = np.exp(z)
-        return np.asarray(e / e.sum(axis=-1, keepdims=True))
+        return np.asarray(e / np.add.reduce(e, axis=-1, keepdims=True))
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class LearningParams:
     # ---- features -------------------------------------------------------------------------
     def feature_vector(
         self,
-        probs: np.ndarray,
+        probs: np.ndarray | Sequence[float],
         pad: Sequence[float],
         ctx: StudentContext | None,
         urgency: float | None = None,
@@ -158,11 +161,14 @@ class LearningParams:
         ``urgency`` is the urgency head's P(urgent); None (no head) contributes 0.
         """
         x = np.zeros(len(self.features), dtype=np.float64)
-        n = probs.shape[-1]
+        n = probs.shape[-1] if isinstance(probs, np.ndarray) else len(probs)
         x[:n] = probs
-        x[n : n + 3] = [2.0 * (float(v) - 0.5) for v in pad]
+        p0, p1, p2 = pad
+        x[n : n + 3] = (2.0 * (float(p0) - 0.5), 2.0 * (float(p1) - 0.5), 2.0 * (float(p2) - 0.5))
         if urgency is not None:
-            x[-1] = float(urgency_logit(float(urgency)))
+            # urgency_logit of one value: Python min/max is np.clip for a float (NaN included)
+            q = min(max(float(urgency), URGENCY_EPS), 1.0 - URGENCY_EPS)
+            x[-1] = float(np.log(q) - np.log1p(-q))
         if ctx is not None:
             if ctx.engagement is not None:
                 x[n + 3] = 2.0 * (ctx.engagement - 0.5)
@@ -203,13 +209,13 @@ class LearningParams:
         ``context_given``: the caller sent some context (see ``max_level_without_context``).
         """
         sp = self.state.probabilities(x)
-        best = int(np.argmax(sp))
+        best = int(sp.argmax())
         r = float(self.readiness.score(x))
         i = float(self.intervention.score(x))
         level = self.intervention_level(i, context_given)
         return LearningOutputs(
             state=self.state.states[best],
-            state_scores={s: float(p) for s, p in zip(self.state.states, sp, strict=True)},
+            state_scores=dict(zip(self.state.states, sp.tolist(), strict=True)),
             readiness_score=r,
             readiness_level=self.readiness.level(r),
             intervention_score=i,
@@ -220,12 +226,13 @@ class LearningParams:
     def reasons(self, x: np.ndarray) -> list[str]:
         """Features that raised the intervention score most, strongest first, in words."""
         contrib = self.intervention.weights * x
-        order = np.argsort(-contrib)
+        order = (-contrib).argsort()[: self.max_reasons].tolist()
+        c, values = contrib.tolist(), x.tolist()
         out: list[str] = []
-        for j in order[: self.max_reasons]:
-            if contrib[j] < self.reason_min_contribution:
+        for j in order:
+            if c[j] < self.reason_min_contribution:
                 break
-            out.append(self._describe(self.features[j], float(x[j]), float(contrib[j])))
+            out.append(self._describe(self.features[j], values[j], c[j]))
         return out
 
     def _describe(self, name: str, value: float, contribution: float) -> str:
