@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from masterx.common.v1 import common_pb2
 from masterx.emotion.v1 import emotion_pb2
 from services.emotion.engine import EmotionModel, Prediction
@@ -88,50 +86,78 @@ class ResultBuilder:
         self.model = model
         self.labels = list(labels)
         self.category_enums = [category_enum(c) for c in model.categories]
+        # The repeated score messages with their names filled in: build() merges this template
+        # (one C-level copy) and sets only the numbers, instead of making 40-odd messages.
+        self._label_index = {lab: j for j, lab in enumerate(self.labels)}
+        self._scores = common_pb2.EmotionResult(
+            scores=[common_pb2.EmotionScore(label=lab) for lab in self.labels],
+        )
+        self._ekman = common_pb2.EmotionResult(
+            ekman_scores=[common_pb2.EkmanScore(group=g) for g in model.ekman_groups],
+        )
+        self._categories = common_pb2.EmotionResult(
+            category_scores=[common_pb2.CategoryScore(category=c) for c in self.category_enums],
+        )
+        self._versions: dict[str, str] = {}
 
     def build(
         self, pred: Prediction, ctx: StudentContext | None, params: LearningParams
     ) -> tuple[common_pb2.EmotionResult, str]:
         """EmotionResult without latency/trajectory; also returns the learning-state name."""
-        probs = np.asarray(pred.probabilities, dtype=np.float64)
         urgency = pred.urgency_probability
-        out = params.evaluate(params.feature_vector(probs, pred.pad, ctx, urgency), has_context(ctx))
-        active = set(pred.active_labels)
+        out = params.evaluate(params.feature_vector(pred.probabilities, pred.pad, ctx, urgency), has_context(ctx))
         model = self.model
+        version = self._versions.get(params.version)
+        if version is None:
+            version = self._versions.setdefault(params.version, f"{model.model_version}+{params.version}")
+        pleasure, arousal, dominance = pred.pad
         result = common_pb2.EmotionResult(
             primary_emotion=pred.primary_label,
             confidence=pred.confidence,
-            scores=[
-                common_pb2.EmotionScore(label=lab, probability=p, active=lab in active)
-                for lab, p in zip(self.labels, pred.probabilities, strict=True)
-            ],
             ekman_group=pred.ekman,
-            pad=pad_message(pred.pad),
+            pad=common_pb2.PAD(pleasure=pleasure, arousal=arousal, dominance=dominance),
             learning_state=STATE_ENUM[out.state],
             readiness=common_pb2.Readiness(score=out.readiness_score, level=READINESS_ENUM[out.readiness_level]),
             intervention=common_pb2.Intervention(
                 level=INTERVENTION_ENUM[out.intervention_level], reasons=out.reasons, score=out.intervention_score
             ),
-            model_version=f"{model.model_version}+{params.version}",
+            model_version=version,
             truncated=pred.truncated,
             learning_state_scores=out.state_scores,
-            ekman_scores=[
-                common_pb2.EkmanScore(group=g, probability=p)
-                for g, p in zip(model.ekman_groups, pred.ekman_probabilities, strict=False)
-            ],
             ekman_active=pred.ekman_active,
         )
+        probs = pred.probabilities
+        if len(probs) != len(self.labels):
+            raise ValueError(f"{len(probs)} probabilities for {len(self.labels)} labels")
+        result.MergeFrom(self._scores)
+        scores = result.scores
+        for score, p in zip(scores, probs, strict=True):
+            score.probability = p
+        index = self._label_index
+        for lab in pred.active_labels:
+            j = index.get(lab)
+            if j is not None:
+                scores[j].active = True
+        groups = pred.ekman_probabilities
+        if len(groups) == len(model.ekman_groups):
+            result.MergeFrom(self._ekman)
+            for ekman, p in zip(result.ekman_scores, groups, strict=True):
+                ekman.probability = p
+        else:  # as many as both have (zip without strict)
+            result.ekman_scores.extend(
+                common_pb2.EkmanScore(group=g, probability=p) for g, p in zip(model.ekman_groups, groups, strict=False)
+            )
         cats = pred.category_probabilities
         if cats and len(cats) == len(self.category_enums):
-            result.category_scores.extend(
-                common_pb2.CategoryScore(category=c, probability=p)
-                for c, p in zip(self.category_enums, cats, strict=True)
-            )
+            result.MergeFrom(self._categories)
+            for category, p in zip(result.category_scores, cats, strict=True):
+                category.probability = p
             result.followup_probability = pred.followup_probability
         if urgency is not None:
-            result.urgency.probability = urgency
-            result.urgency.score = pred.urgency_score
-            result.urgency.model_version = model.heads_version
+            u = result.urgency
+            u.probability = urgency
+            u.score = pred.urgency_score
+            u.model_version = model.heads_version
         return result, out.state
 
     def turn(
