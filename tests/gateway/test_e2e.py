@@ -107,8 +107,16 @@ def test_chat_turn(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
     assert "What is 2 + 2?" in json.dumps(sent)
 
 
-def test_streaming_chat_sends_emotion_first_then_tokens_then_usage(http: httpx.Client) -> None:
-    resp = http.post("/api/v1/chat/stream", json={"message": "Explain recursion please", "deep_thinking": False})
+def test_streaming_chat_sends_emotion_first_then_tokens_then_usage(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    # Tokens a few milliseconds apart, as a real model sends them: events that reach the router
+    # in one network read are forwarded as one delta, so an instant answer may be a single piece.
+    for name in ("fast", "smart"):
+        fake_llm.configure(name, fake_llm.behavior(name), tokens_per_second=200)
+    try:
+        resp = http.post("/api/v1/chat/stream", json={"message": "Explain recursion please", "deep_thinking": False})
+    finally:
+        for name in ("fast", "smart"):
+            fake_llm.configure(name, fake_llm.behavior(name), tokens_per_second=0)
     assert resp.status_code == 200
     events = sse_events(resp.text)
     names = [n for n, _ in events]
