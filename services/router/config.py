@@ -188,6 +188,16 @@ class RouterSettings:
         "pick without the analysis while the analysis runs, and keep that call when the analysis picks the "
         "same provider (else cancel it before any text is released). Off = wait for the analysis, then call.",
     )
+    speculate_min_confidence: float = env(
+        "ROUTER_SPECULATE_MIN_CONFIDENCE",
+        0.0,
+        "Start early only when the category known before the analysis (hint, the request's scores or the TF-IDF "
+        "classifier) has at least this probability; below it the request waits for the analysis. Higher = fewer "
+        "cancelled early calls, more requests that wait (measured on public prompts: 0.8 speculates on 47% of "
+        "requests with 8 category switches per 100, 0 on all with 36).",
+        minimum=0,
+        maximum=1,
+    )
     emotion_timeout_ms: float = env(
         "ROUTER_EMOTION_TIMEOUT_MS",
         2000.0,

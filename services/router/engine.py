@@ -272,8 +272,9 @@ class Router:
             provisional: Plan | None = None
             guess = ""
             if self.cfg.speculate:
-                provisional = self._decide(req, self.category_now(req), session, spend, list(notes), started)
-                if provisional.order:
+                guessed = self.category_now(req)
+                provisional = self._decide(req, guessed, session, spend, list(notes), started)
+                if provisional.order and guessed.confidence >= self.cfg.speculate_min_confidence:
                     guess = provisional.order[0]
                     permit = await self._admit_early(guess)
                     if permit is not None:
