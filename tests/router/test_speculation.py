@@ -191,3 +191,20 @@ async def test_an_emotion_result_in_the_request_wins_over_analyze(
         resp = await stub.Generate(ask(QUESTION, analyze_emotion=True, emotion=result(MATHY)), timeout=10)
     assert resp.provider == "mathematician" and resp.decision.speculation == router_pb2.SPECULATION_UNSPECIFIED
     assert emotion.requests == [] and not resp.HasField("emotion")
+
+
+async def test_an_unsure_early_category_waits_for_the_analysis(
+    fake: FakeLLMServer, make_router: RouterFactory, emotion_server: tuple[ScriptedEmotion, str]
+) -> None:
+    emotion, addr = emotion_server
+    emotion.probs = MATHY
+    fake.configure("mathematician", default_reply="x = 11")
+    env = {"EMOTION_ADDR": addr, "ROUTER_SPECULATE_MIN_CONFIDENCE": "1.0"}  # the classifier is never that sure
+    async with make_router(coder_and_mathematician(fake), **env) as (_app, stub):
+        resp = await stub.Generate(ask(QUESTION, analyze_emotion=True), timeout=10)
+        hinted = await stub.Generate(
+            ask(QUESTION, analyze_emotion=True, category=common_pb2.CATEGORY_CODING), timeout=10
+        )
+    assert resp.provider == "mathematician" and resp.decision.speculation == router_pb2.SPECULATION_NOT_STARTED
+    assert hinted.provider == "coder" and hinted.decision.speculation == router_pb2.SPECULATION_CONFIRMED
+    assert fake.stats("coder")["requests"] == 1  # only the hinted request, whose category was certain
