@@ -82,12 +82,13 @@ class _SpeculationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Speculati
     reached the caller, and the chosen provider was called.
     """
     SPECULATION_NO_ANALYSIS: _Speculation.ValueType  # 3
-    """No analysis arrived in time (or the emotion service failed): routed without it, the early
-    call kept.
+    """No analysis arrived in time (or the emotion service failed), or a non-streamed early call
+    had already answered when it came: routed without it, the early call kept.
     """
     SPECULATION_NOT_STARTED: _Speculation.ValueType  # 4
-    """Nothing was started early (pinned request, or the first choice's breaker or rate limit
-    refused): the request waited for the analysis.
+    """Nothing was started early (the category before the analysis was below
+    ROUTER_SPECULATE_MIN_CONFIDENCE, or the first choice's breaker or rate limit refused): the
+    request waited for the analysis.
     """
 
 class Speculation(_Speculation, metaclass=_SpeculationEnumTypeWrapper):
@@ -104,12 +105,13 @@ SPECULATION_SWITCHED: Speculation.ValueType  # 2
 reached the caller, and the chosen provider was called.
 """
 SPECULATION_NO_ANALYSIS: Speculation.ValueType  # 3
-"""No analysis arrived in time (or the emotion service failed): routed without it, the early
-call kept.
+"""No analysis arrived in time (or the emotion service failed), or a non-streamed early call
+had already answered when it came: routed without it, the early call kept.
 """
 SPECULATION_NOT_STARTED: Speculation.ValueType  # 4
-"""Nothing was started early (pinned request, or the first choice's breaker or rate limit
-refused): the request waited for the analysis.
+"""Nothing was started early (the category before the analysis was below
+ROUTER_SPECULATE_MIN_CONFIDENCE, or the first choice's breaker or rate limit refused): the
+request waited for the analysis.
 """
 Global___Speculation: _TypeAlias = Speculation  # noqa: Y015
 
