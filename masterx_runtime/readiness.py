@@ -6,10 +6,11 @@ down the service reports NOT_SERVING (gRPC health, ``/health``), and SERVING aga
 back. Optional ones (the service degrades but still serves, e.g. the router without MongoDB,
 whose ledger charges wait in the outbox) are reported, never fatal.
 
-:class:`ReadinessInterceptor` answers UNAVAILABLE with a readable reason ("router is starting:
-waiting for redis", "benchmark is not serving: mongodb is down") to any call that arrives while
-the service is not SERVING, instead of letting it reach half-built state and fail as INTERNAL.
-Health and reflection calls always pass.
+The server interceptor (:class:`masterx_runtime.interceptors.RuntimeInterceptor`, its readiness
+gate is ``GrpcServer.not_ready_reason``) answers UNAVAILABLE with a readable reason ("router is
+starting: waiting for redis", "benchmark is not serving: mongodb is down") to any call that
+arrives while the service is not SERVING, instead of letting it reach half-built state and fail
+as INTERNAL. Health and reflection calls always pass.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
 from masterx_runtime import metrics
-from masterx_runtime.errors import Unavailable
-from masterx_runtime.interceptors import Behavior, _drain, _WrappingInterceptor
 
 log = logging.getLogger("masterx.readiness")
 
@@ -124,32 +121,3 @@ class StoreWatcher:
             }
             for name, s in self.states.items()
         }
-
-
-class ReadinessInterceptor(_WrappingInterceptor):
-    """UNAVAILABLE with the reason from ``gate`` ('' = serving) for calls made before the service is SERVING.
-
-    Installed innermost, so the error-mapping interceptor turns the :class:`Unavailable` into the
-    status code plus an ErrorDetail (reason ``NOT_SERVING``) like every other service error.
-    """
-
-    def __init__(self, gate: Callable[[], str]) -> None:
-        self.gate = gate
-
-    def _check(self) -> None:
-        reason = self.gate()
-        if reason:
-            raise Unavailable(reason, reason="NOT_SERVING")
-
-    async def around_unary(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> Any:
-        self._check()
-        return await behavior(request, context)
-
-    async def around_stream(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> AsyncIterator[Any]:
-        self._check()
-        async for item in _drain(behavior, request, context):
-            yield item

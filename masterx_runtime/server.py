@@ -26,7 +26,7 @@ from masterx_runtime import logs, metrics, outbox, topology, tracing
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import Unavailable
 from masterx_runtime.interceptors import default_interceptors
-from masterx_runtime.readiness import Dependency, ReadinessInterceptor, StoreWatcher
+from masterx_runtime.readiness import Dependency, StoreWatcher
 from masterx_runtime.settings import ReliabilitySettings, ServerSettings
 from masterx_runtime.tasks import stop_tasks
 
@@ -187,11 +187,7 @@ class GrpcServer:
                 ("grpc.max_connection_age_grace_ms", int(max(s.shutdown_grace_seconds, 5) * 1000)),
             ]
         server = grpc.aio.server(
-            interceptors=[
-                *tracing.server_interceptors(),
-                *default_interceptors(self.app.name),
-                ReadinessInterceptor(self.not_ready_reason),
-            ],
+            interceptors=[*tracing.server_interceptors(), *default_interceptors(self.app.name, self.not_ready_reason)],
             options=options,
             maximum_concurrent_rpcs=s.max_concurrent_rpcs or None,
         )

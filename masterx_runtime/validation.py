@@ -4,9 +4,14 @@ The rules live in ``input_limits.json`` beside this file. :func:`check_request` 
 request (nested messages, repeated and map fields) and raises :class:`InvalidArgument` naming the
 first field that breaks a rule: a string or bytes value over its cap, a repeated field with too
 many elements, a float that is NaN or infinite, a number outside its configured range, or a
-``user_id``/``student_id`` that does not match the user id rule. :class:`RequestValidationInterceptor`
-applies it to every RPC of a server (request streams message by message), before the handler;
-the service's own, more specific checks run after it.
+``user_id``/``student_id`` that does not match the user id rule. The server interceptor
+(:class:`masterx_runtime.interceptors.RuntimeInterceptor`) applies it to every RPC of a server
+(request streams message by message, :func:`checked_stream`), before the handler; the service's
+own, more specific checks run after it.
+
+What to check is worked out once per field and per message type (:class:`Rules` keeps the plans):
+a message type none of whose fields can break a rule (only enums, bools, unbounded integers and
+such messages, nothing repeated) is not walked at all.
 
 The gateway uses the same constants (:data:`USER_ID_PATTERN`, :data:`USER_ID_MAX_CHARS`) in its
 pydantic models, so an id the gateway accepts is one every service accepts.
@@ -23,12 +28,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from masterx_runtime.errors import InvalidArgument
-from masterx_runtime.interceptors import Behavior, _drain, _WrappingInterceptor
 
 RULES_FILE = Path(__file__).with_name("input_limits.json")
 
@@ -68,6 +71,8 @@ class Rules:
     numbers: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: per-field check plans, filled on first use (one dict lookup per field afterwards)
     plans: dict[FieldDescriptor, _Plan] = field(default_factory=dict, compare=False, repr=False)
+    #: per message type: whether any field of it (or of a message inside) can break a rule
+    walks: dict[Descriptor, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def user_id_re(self) -> re.Pattern[str]:
@@ -174,13 +179,16 @@ class _Plan:
     kind: int
     cap: int = 0
     bounds: tuple[float, float] | None = None
-    user_id: bool = False
+    user_id: re.Pattern[str] | None = None
     repeated: bool = False
     map_key: _Plan | None = None
     map_value: _Plan | None = None
+    #: whether a value (each element, when repeated) can break a rule; False for enums, bools,
+    #: integers without bounds and messages whose type has nothing to check
+    values: bool = True
 
 
-def _plan(fd: FieldDescriptor, rules: Rules) -> _Plan:
+def _plan(fd: FieldDescriptor, rules: Rules, visiting: set[Descriptor] | None = None) -> _Plan:
     plan = rules.plans.get(fd)
     if plan is not None:
         return plan
@@ -188,21 +196,47 @@ def _plan(fd: FieldDescriptor, rules: Rules) -> _Plan:
     entry = fd.message_type if kind == FieldDescriptor.TYPE_MESSAGE else None
     if entry is not None and entry.GetOptions().map_entry:
         key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
-        plan = _Plan(_MSG, repeated=True, map_key=_plan(key, rules), map_value=_plan(value, rules))
+        plan = _Plan(_MSG, repeated=True, map_key=_plan(key, rules, visiting), map_value=_plan(value, rules, visiting))
     elif kind == FieldDescriptor.TYPE_STRING:
-        plan = _Plan(_STR, rules.string_cap(fd), user_id=fd.name in rules.user_id_fields, repeated=fd.is_repeated)
+        user_id = rules.user_id_re if fd.name in rules.user_id_fields else None
+        plan = _Plan(_STR, rules.string_cap(fd), user_id=user_id, repeated=fd.is_repeated)
     elif kind == FieldDescriptor.TYPE_BYTES:
         plan = _Plan(_BYTES, rules.max_bytes, repeated=fd.is_repeated)
     elif kind in _FLOATS:
         plan = _Plan(_FLOAT, bounds=rules.numbers.get(fd.full_name), repeated=fd.is_repeated)
     elif kind in _INTS:
-        plan = _Plan(_INT, bounds=rules.numbers.get(fd.full_name), repeated=fd.is_repeated)
+        bounds = rules.numbers.get(fd.full_name)
+        plan = _Plan(_INT, bounds=bounds, repeated=fd.is_repeated, values=bounds is not None)
     elif entry is not None:
-        plan = _Plan(_MSG, repeated=fd.is_repeated)
-    else:
-        plan = _Plan(_OTHER, repeated=fd.is_repeated)
+        plan = _Plan(_MSG, repeated=fd.is_repeated, values=_walks(entry, rules, visiting))
+    else:  # enums and bools: nothing to check, not even the number of elements
+        plan = _Plan(_OTHER, values=False)
     rules.plans[fd] = plan
     return plan
+
+
+def _walks(descriptor: Descriptor, rules: Rules, visiting: set[Descriptor] | None = None) -> bool:
+    """Whether a message of this type can break a rule at all (cached per type).
+
+    A type met again while working it out (a recursive type) counts as "yes", so it is walked
+    and the depth limit applies ("no" is always exact; only recursive types nest that deep).
+    """
+    known = rules.walks.get(descriptor)
+    if known is not None:
+        return known
+    visiting = set() if visiting is None else visiting
+    if descriptor in visiting:
+        return True
+    visiting.add(descriptor)
+    found = False
+    for fd in descriptor.fields:
+        plan = _plan(fd, rules, visiting)
+        if plan.repeated or plan.values:
+            found = True
+            break
+    visiting.discard(descriptor)
+    rules.walks[descriptor] = found
+    return found
 
 
 def _scalar(plan: _Plan, value: Any, rules: Rules) -> tuple[str, str] | None:
@@ -211,7 +245,7 @@ def _scalar(plan: _Plan, value: Any, rules: Rules) -> tuple[str, str] | None:
     if kind == _STR:
         if len(value) > plan.cap:
             return f"longer than {plan.cap} characters ({len(value)})", "TOO_LONG"
-        if plan.user_id and value and not rules.user_id_re.match(value):
+        if plan.user_id is not None and value and not plan.user_id.match(value):
             return user_id_problem(value), "INVALID_USER_ID"
         return None
     if kind == _BYTES:
@@ -230,11 +264,24 @@ def _first(message: Message, rules: Rules, prefix: str, depth: int) -> Violation
     """The first rule ``message`` breaks (depth-first, in field order), or None."""
     if depth > _MAX_DEPTH:
         return Violation(prefix or "request", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
+    plans = rules.plans
     for fd, value in message.ListFields():
-        plan = _plan(fd, rules)
-        if plan.kind == _OTHER:
+        plan = plans.get(fd) or _plan(fd, rules)
+        kind = plan.kind
+        if not plan.repeated:
+            if not plan.values:
+                continue
+            if kind == _STR:  # the common case, inline: within its cap and not a user id to match
+                if len(value) <= plan.cap and plan.user_id is None:
+                    continue
+            elif kind == _MSG:
+                if (found := _first(value, rules, _join(prefix, fd.name), depth + 1)) is not None:
+                    return found
+                continue
+            if (bad := _scalar(plan, value, rules)) is not None:
+                return Violation(_join(prefix, fd.name), *bad)
             continue
-        if plan.repeated and len(value) > rules.max_items:
+        if len(value) > rules.max_items:
             what = "entries" if plan.map_key is not None else "elements"
             return Violation(
                 _join(prefix, fd.name), f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY"
@@ -245,22 +292,20 @@ def _first(message: Message, rules: Rules, prefix: str, depth: int) -> Violation
                 if (bad := _scalar(plan.map_key, key, rules)) is not None:
                     return Violation(where, *bad)
                 if plan.map_value.kind == _MSG:
-                    if (found := _first(item, rules, where, depth + 1)) is not None:
+                    if plan.map_value.values and (found := _first(item, rules, where, depth + 1)) is not None:
                         return found
                 elif (bad := _scalar(plan.map_value, item, rules)) is not None:
                     return Violation(where, *bad)
-        elif plan.repeated:
+        elif not plan.values:
+            continue
+        elif kind == _MSG:
             for i, item in enumerate(value):
-                if plan.kind == _MSG:
-                    if (found := _first(item, rules, f"{_join(prefix, fd.name)}[{i}]", depth + 1)) is not None:
-                        return found
-                elif (bad := _scalar(plan, item, rules)) is not None:
+                if (found := _first(item, rules, f"{_join(prefix, fd.name)}[{i}]", depth + 1)) is not None:
+                    return found
+        else:
+            for i, item in enumerate(value):
+                if (bad := _scalar(plan, item, rules)) is not None:
                     return Violation(f"{_join(prefix, fd.name)}[{i}]", *bad)
-        elif plan.kind == _MSG:
-            if (found := _first(value, rules, _join(prefix, fd.name), depth + 1)) is not None:
-                return found
-        elif (bad := _scalar(plan, value, rules)) is not None:
-            return Violation(_join(prefix, fd.name), *bad)
     return None
 
 
@@ -276,7 +321,13 @@ def request_violations(message: Message, rules: Rules = RULES) -> list[Violation
 
 def check_request(message: Any, rules: Rules = RULES) -> None:
     """Raise InvalidArgument for the first rule a protobuf request breaks; anything else passes."""
-    if isinstance(message, Message) and (found := _first(message, rules, "", 0)) is not None:
+    if not isinstance(message, Message):
+        return
+    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
+    walks = rules.walks.get(descriptor)
+    if walks is None:
+        walks = _walks(descriptor, rules)
+    if walks and (found := _first(message, rules, "", 0)) is not None:
         raise found.error()
 
 
@@ -291,31 +342,8 @@ def unknown_rule_fields(descriptors: list[Descriptor], rules: Rules = RULES) -> 
     return sorted(n for n in (*rules.field_caps, *rules.numbers) if n not in known)
 
 
-async def _checked(requests: AsyncIterator[Any], rules: Rules) -> AsyncIterator[Any]:
+async def checked_stream(requests: AsyncIterator[Any], rules: Rules = RULES) -> AsyncIterator[Any]:
+    """The messages of a request stream, each checked with :func:`check_request` as it arrives."""
     async for message in requests:
         check_request(message, rules)
         yield message
-
-
-class RequestValidationInterceptor(_WrappingInterceptor):
-    """Checks every request (and every message of a request stream) against the shared rules."""
-
-    def __init__(self, rules: Rules = RULES) -> None:
-        self.rules = rules
-
-    def _request(self, request: Any) -> Any:
-        if hasattr(request, "__aiter__"):
-            return _checked(request, self.rules)
-        check_request(request, self.rules)
-        return request
-
-    async def around_unary(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> Any:
-        return await behavior(self._request(request), context)
-
-    async def around_stream(
-        self, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> AsyncIterator[Any]:
-        async for item in _drain(behavior, self._request(request), context):
-            yield item
