@@ -260,10 +260,14 @@ def _scalar(plan: _Plan, value: Any, rules: Rules) -> tuple[str, str] | None:
     return None
 
 
-def _first(message: Message, rules: Rules, prefix: str, depth: int) -> Violation | None:
-    """The first rule ``message`` breaks (depth-first, in field order), or None."""
+def _first(message: Message, rules: Rules, depth: int) -> Violation | None:
+    """The first rule ``message`` breaks (depth-first, in field order), or None.
+
+    The violation's field is relative to ``message`` ('' for the message itself); the callers
+    prepend their part on the way out, so no path is built while nothing is wrong.
+    """
     if depth > _MAX_DEPTH:
-        return Violation(prefix or "request", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
+        return Violation("", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
     plans = rules.plans
     for fd, value in message.ListFields():
         plan = plans.get(fd) or _plan(fd, rules)
@@ -275,47 +279,52 @@ def _first(message: Message, rules: Rules, prefix: str, depth: int) -> Violation
                 if len(value) <= plan.cap and plan.user_id is None:
                     continue
             elif kind == _MSG:
-                if (found := _first(value, rules, _join(prefix, fd.name), depth + 1)) is not None:
-                    return found
+                if (found := _first(value, rules, depth + 1)) is not None:
+                    return _under(fd.name, found)
                 continue
             if (bad := _scalar(plan, value, rules)) is not None:
-                return Violation(_join(prefix, fd.name), *bad)
+                return Violation(fd.name, *bad)
             continue
         if len(value) > rules.max_items:
             what = "entries" if plan.map_key is not None else "elements"
-            return Violation(
-                _join(prefix, fd.name), f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY"
-            )
+            return Violation(fd.name, f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY")
         if plan.map_key is not None and plan.map_value is not None:
+            key_plan, value_plan = plan.map_key, plan.map_value
             for key, item in value.items():
-                where = f"{_join(prefix, fd.name)}[{key!r}]"
-                if (bad := _scalar(plan.map_key, key, rules)) is not None:
-                    return Violation(where, *bad)
-                if plan.map_value.kind == _MSG:
-                    if plan.map_value.values and (found := _first(item, rules, where, depth + 1)) is not None:
-                        return found
-                elif (bad := _scalar(plan.map_value, item, rules)) is not None:
-                    return Violation(where, *bad)
+                if (bad := _scalar(key_plan, key, rules)) is not None:
+                    return Violation(f"{fd.name}[{key!r}]", *bad)
+                if value_plan.kind == _MSG:
+                    if value_plan.values and (found := _first(item, rules, depth + 1)) is not None:
+                        return _under(f"{fd.name}[{key!r}]", found)
+                elif (bad := _scalar(value_plan, item, rules)) is not None:
+                    return Violation(f"{fd.name}[{key!r}]", *bad)
         elif not plan.values:
             continue
         elif kind == _MSG:
             for i, item in enumerate(value):
-                if (found := _first(item, rules, f"{_join(prefix, fd.name)}[{i}]", depth + 1)) is not None:
-                    return found
+                if (found := _first(item, rules, depth + 1)) is not None:
+                    return _under(f"{fd.name}[{i}]", found)
         else:
             for i, item in enumerate(value):
                 if (bad := _scalar(plan, item, rules)) is not None:
-                    return Violation(f"{_join(prefix, fd.name)}[{i}]", *bad)
+                    return Violation(f"{fd.name}[{i}]", *bad)
     return None
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+def _under(head: str, found: Violation) -> Violation:
+    """``found`` (relative to a field's message) as seen from the message holding the field."""
+    return Violation(f"{head}.{found.field}" if found.field else head, found.message, found.reason)
+
+
+def _top(found: Violation | None) -> Violation | None:
+    if found is not None and not found.field:
+        return Violation("request", found.message, found.reason)
+    return found
 
 
 def request_violations(message: Message, rules: Rules = RULES) -> list[Violation]:
     """The first rule ``message`` breaks, as a list (empty when it is fine)."""
-    found = _first(message, rules, "", 0)
+    found = _top(_first(message, rules, 0))
     return [] if found is None else [found]
 
 
@@ -327,7 +336,7 @@ def check_request(message: Any, rules: Rules = RULES) -> None:
     walks = rules.walks.get(descriptor)
     if walks is None:
         walks = _walks(descriptor, rules)
-    if walks and (found := _first(message, rules, "", 0)) is not None:
+    if walks and (found := _top(_first(message, rules, 0))) is not None:
         raise found.error()
 
 
