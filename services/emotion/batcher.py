@@ -23,7 +23,7 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,9 @@ class _Item(Generic[R]):
 
 
 _STOP = None  # queued once per worker by close()
+
+# A finished batch on its way to the event loop: (live, expired, results, error, seconds).
+_Done = tuple[list[_Item[R]], list[_Item[R]], Sequence[R] | None, BaseException | None, float]
 
 
 @dataclass
@@ -133,6 +136,10 @@ class MicroBatcher(Generic[R]):
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # Finished batches wait here for the event loop; one wake-up (call_soon_threadsafe)
+        # delivers all that finished before the loop got to it.
+        self._done: deque[_Done[R]] = deque()
+        self._wake_pending = False
 
     def start(self) -> None:
         """Start the worker threads (results are delivered on the calling event loop)."""
@@ -216,11 +223,13 @@ class MicroBatcher(Generic[R]):
     def _work(self) -> None:
         loop = self._loop
         assert loop is not None
+        get, single = self._queue.get, self.max_size == 1
         while True:
-            first = self._queue.get()
+            first = get()
             if first is None:
                 return
-            batch, stop = self._collect(first)
+            # one text per call (the per-text model): nothing to collect
+            batch, stop = ([first], False) if single else self._collect(first)
             now = time.monotonic()
             live: list[_Item[R]] = []
             expired: list[_Item[R]] = []
@@ -240,12 +249,27 @@ class MicroBatcher(Generic[R]):
                     log.exception("inference failed for a batch of %d", len(live))
                     error = exc
             elapsed = time.perf_counter() - started
-            try:
-                loop.call_soon_threadsafe(self._deliver, live, expired, results, error, elapsed)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                return
+            self._done.append((live, expired, results, error, elapsed))
+            # Wake the loop unless a wake-up is already on its way: that drain resets the flag
+            # before it empties the deque, so it also takes what was appended just now.
+            if not self._wake_pending:
+                self._wake_pending = True
+                try:
+                    loop.call_soon_threadsafe(self._drain)
+                except RuntimeError:  # the loop is closed: nobody is waiting any more
+                    return
             if stop:
                 return
+
+    def _drain(self) -> None:
+        """On the event loop: deliver every batch the workers have finished."""
+        self._wake_pending = False
+        done = self._done
+        while done:
+            try:
+                self._deliver(*done.popleft())
+            except Exception:  # as the loop would log a failed callback; the rest still go out
+                log.exception("could not deliver a batch's results")
 
     def _deliver(
         self,
