@@ -82,7 +82,9 @@ async def analyze(app: EmotionApp, jobs: Sequence[Job], deadline: float | None) 
     try:
         futures = batcher.submit_many([j.text for j in jobs], deadline)
         try:
-            preds = await asyncio.gather(*futures)
+            # one text (Analyze): await its future itself, without gather's extra future and
+            # callback round through the loop
+            preds = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         except BaseException:
             for f in futures:
                 f.cancel()
