@@ -59,6 +59,15 @@ for _status in grpc.StatusCode:
     _CODE_NAMES[_status.value[0]] = _status.name
 
 
+#: (handler attribute, its constructor, request streaming, response streaming)
+_SHAPES = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False, False),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, True, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, False, True),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True, True),
+)
+
+
 def _new_request_id() -> str:
     """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex``, without the UUID object."""
     raw = bytearray(os.urandom(16))
@@ -125,41 +134,15 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """``handler`` with this interceptor's behaviour around it (for calls of ``method``)."""
-        des, ser = handler.request_deserializer, handler.response_serializer
-        if handler.unary_unary:
-            behavior, make, stream_in, stream_out = (
-                handler.unary_unary,
-                grpc.unary_unary_rpc_method_handler,
-                False,
-                False,
-            )
-        elif handler.stream_unary:
-            behavior, make, stream_in, stream_out = (
-                handler.stream_unary,
-                grpc.stream_unary_rpc_method_handler,
-                True,
-                False,
-            )
-        elif handler.unary_stream:
-            behavior, make, stream_in, stream_out = (
-                handler.unary_stream,
-                grpc.unary_stream_rpc_method_handler,
-                False,
-                True,
-            )
-        else:
-            behavior, make, stream_in, stream_out = (
-                handler.stream_stream,
-                grpc.stream_stream_rpc_method_handler,
-                True,
-                True,
-            )
+        # the first shape the handler has (the last one when it has none, as grpc.aio does)
+        attr, make, stream_in, stream_out = next((s for s in _SHAPES if getattr(handler, s[0])), _SHAPES[-1])
+        behavior = getattr(handler, attr)
         if method.startswith(QUIET_PREFIXES):
             wrapped = self._quiet_stream(behavior, method) if stream_out else self._quiet_unary(behavior, method)
         else:
             m = metrics.RpcMetrics(self.service, method)
             wrapped = self._stream(m, behavior, stream_in) if stream_out else self._unary(m, behavior, stream_in)
-        return make(wrapped, des, ser)
+        return make(wrapped, handler.request_deserializer, handler.response_serializer)
 
     # -- the per-call steps ------------------------------------------------------------------
 
