@@ -292,12 +292,13 @@ class MicroBatcher(Generic[R]):
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        for item, result in zip(live, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+        # counted after the answers are out, so a failing on_batch strands no caller
         self.stats.sizes[len(live)] += 1
         self.stats.batches += 1
         self.stats.texts += len(live)
         self.stats.busy_seconds += elapsed
         if self._on_batch is not None:
             self._on_batch(len(live), elapsed)
-        for item, result in zip(live, results, strict=True):
-            if not item.future.done():
-                item.future.set_result(result)
