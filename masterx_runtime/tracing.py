@@ -2,7 +2,9 @@
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set, :func:`setup`
 installs a tracer provider that batches spans to that OTLP/gRPC collector, instruments
-``httpx`` (the router's provider calls), and the helpers below hand out the official grpc.aio
+``httpx`` where an image ships that instrumentation (the router's provider calls use aiohttp and
+open their span themselves: ``services/router/providers/http_spans.py``), and the helpers below
+hand out the official grpc.aio
 interceptors. The W3C ``traceparent`` travels in gRPC metadata, so one chat turn is one trace:
 gateway HTTP span -> gRPC client/server spans of emotion, reasoning and router -> the provider's
 HTTP span. The current trace id also goes into every JSON log line (``trace_id``).
