@@ -99,11 +99,12 @@ class Heads:
         out = (x @ self._w + self._b).astype(np.float64)
         k = len(HEAD_LABELS)
         z = out[:, :k] / self.cat_t
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
+        # the ufunc reductions behind ndarray.max/sum, without the method wrappers
+        p = np.exp(z - np.maximum.reduce(z, axis=1, keepdims=True))
+        p /= np.add.reduce(p, axis=1, keepdims=True)
         followup = p[:, self._fu]
         cats = p[:, self._keep]
-        cats /= cats.sum(axis=1, keepdims=True)
+        cats /= np.add.reduce(cats, axis=1, keepdims=True)
         # np.minimum(np.maximum()) is np.clip (NaN included) without its Python-level wrapper
         u = np.minimum(np.maximum(out[:, k] / self.urg_t, -60.0), 60.0)
         score = np.minimum(np.maximum(out[:, k + 1], 1.0), 7.0)
