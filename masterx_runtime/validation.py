@@ -73,6 +73,8 @@ class Rules:
     plans: dict[FieldDescriptor, _Plan] = field(default_factory=dict, compare=False, repr=False)
     #: per message type: whether any field of it (or of a message inside) can break a rule
     walks: dict[Descriptor, bool] = field(default_factory=dict, compare=False, repr=False)
+    #: per message type: the fields to check, read one by one (see ``_fields_of``)
+    types: dict[Descriptor, tuple[_Field, ...] | None] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def user_id_re(self) -> re.Pattern[str]:
@@ -260,6 +262,47 @@ def _scalar(plan: _Plan, value: Any, rules: Rules) -> tuple[str, str] | None:
     return None
 
 
+#: (field name, its plan, whether to ask HasField before reading it)
+_Field = tuple[str, _Plan, bool]
+
+
+def _fields_of(descriptor: Descriptor, rules: Rules) -> tuple[_Field, ...] | None:
+    """The fields of a message type that can break a rule, in field-number order (the order of
+    ``ListFields``), or None when messages of this type are walked with ``ListFields``.
+
+    Reading just these with ``getattr`` finds what walking ``ListFields`` finds: an unset
+    string, bytes, number or repeated field holds its default (empty, 0), which no rule rejects,
+    and unset message fields are skipped by asking ``HasField``. Where that would not hold, the
+    type keeps the ``ListFields`` walk: a number whose range excludes 0 (an unset one must not be
+    checked, and a proto3 -0.0 counts as set), and types with extensions.
+    """
+    known = rules.types.get(descriptor, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    fields: list[_Field] | None = []
+    if descriptor.extension_ranges:
+        fields = None
+    for fd in sorted(descriptor.fields, key=lambda f: f.number):
+        if fields is None:
+            break
+        plan = _plan(fd, rules)
+        if not plan.repeated and not plan.values:
+            continue
+        if plan.repeated or plan.kind in (_STR, _BYTES):
+            fields.append((fd.name, plan, False))
+        elif plan.kind == _MSG:
+            fields.append((fd.name, plan, True))
+        elif plan.bounds is None or plan.bounds[0] <= 0 <= plan.bounds[1]:
+            fields.append((fd.name, plan, False))
+        elif fd.has_presence:
+            fields.append((fd.name, plan, True))
+        else:
+            fields = None
+    result = None if fields is None else tuple(fields)
+    rules.types[descriptor] = result
+    return result
+
+
 def _first(message: Message, rules: Rules, depth: int) -> Violation | None:
     """The first rule ``message`` breaks (depth-first, in field order), or None.
 
@@ -268,46 +311,79 @@ def _first(message: Message, rules: Rules, depth: int) -> Violation | None:
     """
     if depth > _MAX_DEPTH:
         return Violation("", f"nested deeper than {_MAX_DEPTH} levels", "TOO_DEEP")
-    plans = rules.plans
-    for fd, value in message.ListFields():
-        plan = plans.get(fd) or _plan(fd, rules)
+    descriptor: Descriptor = message.DESCRIPTOR  # type: ignore[assignment]
+    fields = rules.types.get(descriptor, False)
+    if fields is False:
+        fields = _fields_of(descriptor, rules)  # type: ignore[arg-type]
+    if fields is None:
+        return _first_listed(message, rules, depth)
+    isfinite = math.isfinite
+    for name, plan, presence in fields:  # type: ignore[union-attr]
+        if presence and not message.HasField(name):
+            continue
+        value = getattr(message, name)
         kind = plan.kind
         if not plan.repeated:
-            if not plan.values:
-                continue
-            if kind == _STR:  # the common case, inline: within its cap and not a user id to match
-                if len(value) <= plan.cap and plan.user_id is None:
+            if kind == _STR:  # the common cases inline: a string within its cap, not a user id to match
+                if len(value) <= plan.cap and (plan.user_id is None or not value or plan.user_id.match(value)):
+                    continue
+            elif kind == _FLOAT:  # a finite float without a range
+                if plan.bounds is None and isfinite(value):
                     continue
             elif kind == _MSG:
                 if (found := _first(value, rules, depth + 1)) is not None:
-                    return _under(fd.name, found)
+                    return _under(name, found)
                 continue
             if (bad := _scalar(plan, value, rules)) is not None:
+                return Violation(name, *bad)
+        elif value and (found := _repeated(plan, name, value, rules, depth)) is not None:
+            return found
+    return None
+
+
+def _first_listed(message: Message, rules: Rules, depth: int) -> Violation | None:
+    """:func:`_first` for the types :func:`_fields_of` leaves to ``ListFields``."""
+    plans = rules.plans
+    for fd, value in message.ListFields():
+        plan = plans.get(fd) or _plan(fd, rules)
+        if not plan.repeated:
+            if not plan.values:
+                continue
+            if plan.kind == _MSG:
+                if (found := _first(value, rules, depth + 1)) is not None:
+                    return _under(fd.name, found)
+            elif (bad := _scalar(plan, value, rules)) is not None:
                 return Violation(fd.name, *bad)
-            continue
-        if len(value) > rules.max_items:
-            what = "entries" if plan.map_key is not None else "elements"
-            return Violation(fd.name, f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY")
-        if plan.map_key is not None and plan.map_value is not None:
-            key_plan, value_plan = plan.map_key, plan.map_value
-            for key, item in value.items():
-                if (bad := _scalar(key_plan, key, rules)) is not None:
-                    return Violation(f"{fd.name}[{key!r}]", *bad)
-                if value_plan.kind == _MSG:
-                    if value_plan.values and (found := _first(item, rules, depth + 1)) is not None:
-                        return _under(f"{fd.name}[{key!r}]", found)
-                elif (bad := _scalar(value_plan, item, rules)) is not None:
-                    return Violation(f"{fd.name}[{key!r}]", *bad)
-        elif not plan.values:
-            continue
-        elif kind == _MSG:
-            for i, item in enumerate(value):
-                if (found := _first(item, rules, depth + 1)) is not None:
-                    return _under(f"{fd.name}[{i}]", found)
-        else:
-            for i, item in enumerate(value):
-                if (bad := _scalar(plan, item, rules)) is not None:
-                    return Violation(f"{fd.name}[{i}]", *bad)
+        elif (found := _repeated(plan, fd.name, value, rules, depth)) is not None:
+            return found
+    return None
+
+
+def _repeated(plan: _Plan, name: str, value: Any, rules: Rules, depth: int) -> Violation | None:
+    """The first rule a (non-empty) repeated or map field breaks."""
+    if len(value) > rules.max_items:
+        what = "entries" if plan.map_key is not None else "elements"
+        return Violation(name, f"has more than {rules.max_items} {what} ({len(value)})", "TOO_MANY")
+    if plan.map_key is not None and plan.map_value is not None:
+        key_plan, value_plan = plan.map_key, plan.map_value
+        for key, item in value.items():
+            if (bad := _scalar(key_plan, key, rules)) is not None:
+                return Violation(f"{name}[{key!r}]", *bad)
+            if value_plan.kind == _MSG:
+                if value_plan.values and (found := _first(item, rules, depth + 1)) is not None:
+                    return _under(f"{name}[{key!r}]", found)
+            elif (bad := _scalar(value_plan, item, rules)) is not None:
+                return Violation(f"{name}[{key!r}]", *bad)
+    elif not plan.values:
+        pass
+    elif plan.kind == _MSG:
+        for i, item in enumerate(value):
+            if (found := _first(item, rules, depth + 1)) is not None:
+                return _under(f"{name}[{i}]", found)
+    else:
+        for i, item in enumerate(value):
+            if (bad := _scalar(plan, item, rules)) is not None:
+                return Violation(f"{name}[{i}]", *bad)
     return None
 
 

@@ -9,6 +9,7 @@ through nested, repeated and map fields.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from masterx_runtime.errors import InvalidArgument
-from masterx_runtime.validation import RULES, _walks, check_request, request_violations
+from masterx_runtime.validation import RULES, Rules, _fields_of, _walks, check_request, request_violations
 
 FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -66,15 +67,23 @@ def _types() -> dict[str, Any]:
         name="nodes", number=5, type=FDP.TYPE_MESSAGE, type_name=".plans.test.Node", label=FDP.LABEL_REPEATED
     )
 
+    ranged = f.message_type.add(name="Ranged")
+    ranged.field.add(name="level", number=1, type=FDP.TYPE_INT32, label=FDP.LABEL_OPTIONAL)
+    ranged.field.add(name="weight", number=2, type=FDP.TYPE_DOUBLE, label=FDP.LABEL_OPTIONAL, proto3_optional=True)
+    ranged.oneof_decl.add(name="_weight")
+    ranged.field[1].oneof_index = 0
+    ranged.field.add(name="note", number=3, type=FDP.TYPE_STRING, label=FDP.LABEL_OPTIONAL)
+
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
     return {
-        name: GetMessageClass(pool.FindMessageTypeByName(f"plans.test.{name}")) for name in ("Flags", "Node", "Holder")
+        name: GetMessageClass(pool.FindMessageTypeByName(f"plans.test.{name}"))
+        for name in ("Flags", "Node", "Holder", "Ranged")
     }
 
 
 T = _types()
-Flags, Node, Holder = T["Flags"], T["Node"], T["Holder"]
+Flags, Node, Holder, Ranged = T["Flags"], T["Node"], T["Holder"], T["Ranged"]
 
 
 def walked(cls: Any) -> bool:
@@ -145,3 +154,41 @@ def test_recursive_types_stop_at_the_depth_limit_with_the_path() -> None:
     field, reason = _violation(s)
     assert reason == "TOO_DEEP"
     assert field == "fields['a']" + ".struct_value.fields['a']" * 16
+
+
+def _ranged_rules(level: tuple[float, float], weight: tuple[float, float]) -> Rules:
+    numbers = {**RULES.numbers, "plans.test.Ranged.level": level, "plans.test.Ranged.weight": weight}
+    return dataclasses.replace(RULES, numbers=numbers, plans={}, walks={}, types={})
+
+
+def _reason(message: Message, rules: Rules) -> str:
+    with pytest.raises(InvalidArgument) as caught:
+        check_request(message, rules)
+    return f"{caught.value.field} {caught.value.reason}"
+
+
+def test_ranges_that_exclude_zero_check_only_the_numbers_that_are_set() -> None:
+    rules = _ranged_rules((1, 5), (0.5, 2.0))
+    # an implicit-presence number whose range excludes 0: the type keeps the ListFields walk
+    assert _fields_of(Ranged.DESCRIPTOR, rules) is None
+    check_request(Ranged(), rules)  # unset level (0) and unset weight are not checked
+    check_request(Ranged(level=3, weight=1.0, note="n"), rules)
+    assert _reason(Ranged(level=9), rules) == "level OUT_OF_RANGE"
+    assert _reason(Ranged(level=3, weight=0.0), rules) == "weight OUT_OF_RANGE"  # set to 0: checked
+    negative_zero = Ranged()
+    negative_zero.level = 3
+    negative_zero.weight = -0.0
+    assert _reason(negative_zero, rules) == "weight OUT_OF_RANGE"
+
+    # ranges that hold 0: fields read one by one, an optional one only when set
+    rules = _ranged_rules((-1, 5), (0.5, 2.0))
+    fields = _fields_of(Ranged.DESCRIPTOR, rules)
+    assert fields is not None and [(name, presence) for name, _, presence in fields] == [
+        ("level", False),
+        ("weight", True),
+        ("note", False),
+    ]
+    check_request(Ranged(), rules)
+    assert _reason(Ranged(weight=0.0), rules) == "weight OUT_OF_RANGE"
+    assert _reason(Ranged(level=-2), rules) == "level OUT_OF_RANGE"
+    assert _fields_of(Flags.DESCRIPTOR, RULES) == ()
