@@ -21,7 +21,8 @@ so a busy machine hurts all alike; the table has one row per run plus the median
 
 Last, for ``full`` and ``base``: the interceptors alone, without grpc's I/O (best of ``--reps``):
 finding the handler through the interceptor chain as grpc.aio does on every call, and running
-the wrapped handler on a fake context.
+the wrapped handler on a fake context; and the shared input rules (``check_request``) on a router
+GenerateRequest as the gateway sends it (6 chat messages and a full EmotionResult).
 """
 
 from __future__ import annotations
@@ -173,6 +174,43 @@ async def _direct(calls: int) -> tuple[float, float]:
     return lookup, call
 
 
+def _router_request() -> Any:
+    """A router GenerateRequest as the gateway sends it: 6 chat messages and a full EmotionResult."""
+    from masterx.common.v1 import common_pb2
+    from masterx.router.v1 import router_pb2
+
+    emotion = common_pb2.EmotionResult(primary_emotion="confusion", confidence=0.61, ekman_group="surprise")
+    emotion.model_version, emotion.latency_ms = "go-int8", 3.2
+    for i in range(28):
+        emotion.scores.add(label=f"label_{i}", probability=0.01 * i, active=i < 3)
+    for name in ("engaged", "confused", "frustrated", "bored", "curious", "anxious", "confident", "flow"):
+        emotion.learning_state_scores[name] = 0.1
+    for _ in range(6):
+        emotion.category_scores.add()
+    for _ in range(7):
+        emotion.ekman_scores.add()
+    emotion.ekman_active.extend(["surprise", "fear"])
+    emotion.readiness.score, emotion.intervention.score = 0.5, 0.4
+    emotion.intervention.reasons.append("confusion rising")
+    request = router_pb2.GenerateRequest(user_id="s-42", session_id="sess-1", max_tokens=512, emotion=emotion)
+    for i in range(6):
+        request.messages.add(role="user" if i % 2 == 0 else "assistant", content="Explain how fractions work. " * 12)
+    return request
+
+
+def _validation(calls: int) -> float:
+    """CPU us of one check_request on :func:`_router_request` (best of 5 rounds)."""
+    from masterx_runtime.validation import check_request
+
+    request, best = _router_request(), float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(calls):
+            check_request(request)
+        best = min(best, (time.process_time() - t0) * 1e6 / calls)
+    return best
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -264,7 +302,7 @@ def run_one(mode: str, args: argparse.Namespace) -> Row:
             child.wait()
 
 
-def run_direct(mode: str, args: argparse.Namespace) -> tuple[float, float]:
+def run_direct(mode: str, args: argparse.Namespace) -> tuple[float, float, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--direct-child", str(args.direct)],
         capture_output=True,
@@ -272,7 +310,7 @@ def run_direct(mode: str, args: argparse.Namespace) -> tuple[float, float]:
         check=True,
         env=_child_env(mode, args.baseline),
     ).stdout.split()
-    return float(out[-2]), float(out[-1])
+    return float(out[-3]), float(out[-2]), float(out[-1])
 
 
 def main() -> None:
@@ -292,7 +330,7 @@ def main() -> None:
         return
     if args.direct_child:
         lookup, call = asyncio.run(_direct(args.direct_child))
-        print(lookup, call)
+        print(_validation(max(1, args.direct_child // 10)), lookup, call)
         return
     modes = args.modes.split(",")
     if "base" in modes and not (Path(args.baseline) / "masterx_runtime").is_dir():
@@ -313,10 +351,11 @@ def main() -> None:
     if args.direct > 0:
         for mode in (m for m in modes if m in ("full", "base")):
             runs = [run_direct(mode, args) for _ in range(args.reps)]
-            lookup, call = min(r[0] for r in runs), min(r[1] for r in runs)
+            check, lookup, call = (min(r[i] for r in runs) for i in range(3))
             print(
                 f"{mode}: interceptors alone, no I/O (best of {args.reps} x {args.direct}): handler lookup "
-                f"{lookup:.1f} us + wrapped call {call:.1f} us = {lookup + call:.1f} us CPU per call"
+                f"{lookup:.1f} us + wrapped call {call:.1f} us = {lookup + call:.1f} us CPU per call; "
+                f"check_request on a router GenerateRequest (6 messages, EmotionResult) {check:.1f} us"
             )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
