@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from google.protobuf.json_format import MessageToDict
 
@@ -203,6 +204,18 @@ def test_prediction_field_types(model: EmotionModel) -> None:
     assert type(p.confidence) is float and type(p.truncated) is bool
     assert type(p.followup_probability) is float and type(p.urgency_score) is float
     assert type(p.urgency_probability) is float
+
+
+def test_per_text_noisy_or_is_the_numpy_rule_bit_for_bit(model: EmotionModel) -> None:
+    """The per-text path computes noisy-or Ekman groups in Python floats: same bits as numpy."""
+    if model.ekman_rule != "noisy_or" or not model.ekman_groups:
+        pytest.skip(f"the model's Ekman rule is {model.ekman_rule!r}")
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((2000, len(model.labels))) * 4).astype(np.float32)
+    probs = model.probabilities(logits)
+    want = model.ekman_probabilities(logits, probs)
+    for i in range(len(probs)):
+        assert model._noisy_or(probs[i].tolist()) == want[i].tolist()
 
 
 def test_padded_predictions_match(model_dir: Path, golden: dict[str, Any]) -> None:
