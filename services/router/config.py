@@ -190,11 +190,11 @@ class RouterSettings:
     )
     speculate_min_confidence: float = env(
         "ROUTER_SPECULATE_MIN_CONFIDENCE",
-        0.0,
+        0.6,
         "Start early only when the category known before the analysis (hint, the request's scores or the TF-IDF "
         "classifier) has at least this probability; below it the request waits for the analysis. Higher = fewer "
-        "cancelled early calls, more requests that wait (measured on public prompts: 0.8 speculates on 47% of "
-        "requests with 8 category switches per 100, 0 on all with 36).",
+        "cancelled early calls, more requests that wait. Measured on 2,000 public prompts: 0 speculates on all "
+        "requests with 36 category switches per 100, 0.6 on 68% with 17, 0.8 on 47% with 8.",
         minimum=0,
         maximum=1,
     )
