@@ -330,6 +330,10 @@ def _first(message: Message, rules: Rules, depth: int) -> Violation | None:
             elif kind == _FLOAT:  # a finite float without a range
                 if plan.bounds is None and isfinite(value):
                     continue
+            elif kind == _INT:  # an integer in its range (only bounded ones are here)
+                bounds = plan.bounds
+                if bounds is not None and bounds[0] <= value <= bounds[1]:
+                    continue
             elif kind == _MSG:
                 if (found := _first(value, rules, depth + 1)) is not None:
                     return _under(name, found)
