@@ -177,6 +177,7 @@ class RouterApp(ServiceApp):
 
     async def stop(self) -> None:
         if self._router is not None:
+            await self._router.close()
             await self._router.ledger.close()
         if self.refresher is not None:
             await self.refresher.stop()

@@ -68,6 +68,7 @@ from services.router.domain import (
     CategoryScores,
     CategorySource,
     ComplexitySource,
+    EmotionEvidence,
     RouteRequest,
     Speculation,
 )
@@ -131,6 +132,7 @@ class Router:
         self.limiter = limiter
         self.detector = detector
         self.emotion = emotion
+        self._background: set[asyncio.Task[object]] = set()
         self.rng = rng or random.Random()
         self.knobs = Knobs(
             default_cost_quality=cfg.default_cost_quality,
@@ -262,7 +264,16 @@ class Router:
         started = time.perf_counter()
         self._check_pinned(req)
         loop = asyncio.get_running_loop()
-        analysis = asyncio.create_task(self.emotion.analyze(req, deadline - loop.time()))
+        guessed = self.category_now(req)
+        speculating = self.cfg.speculate and guessed.confidence >= self.cfg.speculate_min_confidence
+
+        def analyse() -> asyncio.Task[EmotionEvidence | None]:
+            assert self.emotion is not None
+            return asyncio.create_task(self.emotion.analyze(req, deadline - loop.time()))
+
+        # Without an early call the analysis is what the answer waits for: start it first. With
+        # one, the provider call goes out first (the analysis is hidden behind its answer anyway).
+        analysis = None if speculating else analyse()
         early: asyncio.Task[T | ProviderError] | None = None
         try:
             notes: list[str] = []
@@ -272,13 +283,14 @@ class Router:
             provisional: Plan | None = None
             guess = ""
             if self.cfg.speculate:
-                guessed = self.category_now(req)
                 provisional = self._decide(req, guessed, session, spend, list(notes), started)
-                if provisional.order and guessed.confidence >= self.cfg.speculate_min_confidence:
+                if provisional.order and speculating:
                     guess = provisional.order[0]
                     permit = await self._admit_early(guess)
                     if permit is not None:
                         early = asyncio.create_task(start(provisional, guess, permit))
+            if analysis is None:
+                analysis = analyse()  # runs after the early call's first step (tasks start in order)
             evidence = await analysis
             final = req.with_evidence(evidence) if evidence is not None else req
             plan = self._decide(final, self.category_now(final), session, spend, notes, started)
@@ -309,7 +321,8 @@ class Router:
                 if not isinstance(done, ProviderError):  # a failed call was booked by _fail already
                     self.books.charge_broken(provisional, guess, produced, sent)
         except BaseException:
-            analysis.cancel()
+            if analysis is not None:
+                analysis.cancel()
             if early is not None:
                 early.cancel()
                 await asyncio.gather(early, return_exceptions=True)
@@ -490,7 +503,7 @@ class Router:
         assert isinstance(event, StreamEnd)
         latency = (time.perf_counter() - opened.started) * 1000
         done = Completion("".join(parts), event.usage, event.finish_reason, event.model, latency, opened.ttft_ms)
-        await self.breakers.record(name, permit, ok=True, seconds=latency / 1000)
+        self._record_success(name, permit, latency / 1000)
         yield await self._done(plan, name, done)
 
     # ------------------------------------------------------------------ attempts
@@ -543,7 +556,7 @@ class Router:
             log.exception("provider raised an unexpected error", extra={"provider": name})
             err = ServerError(name, f"unexpected {type(exc).__name__}")
         else:
-            await self.breakers.record(name, permit, ok=True, seconds=time.perf_counter() - started)
+            self._record_success(name, permit, time.perf_counter() - started)
             return completion
         await self._fail(plan, name, permit, err, started)
         return err
@@ -580,6 +593,21 @@ class Router:
                 "latency_ms": round(seconds * 1000, 1),
             },
         )
+
+    def _record_success(self, name: str, permit: Permit, seconds: float) -> None:
+        """Write a success to the breaker without making the answer wait for Redis.
+
+        Failures are written before the attempt loop goes on (its retry check reads the state);
+        a success only has to land before long, so it runs beside the reply (``close`` drains).
+        """
+        task = asyncio.create_task(self.breakers.record(name, permit, ok=True, seconds=seconds))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Wait for breaker writes still under way (bounded), so a stop loses none."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5.0)
 
     async def _release(self, name: str, permit: Permit) -> None:
         """Give back a HALF_OPEN trial permit that produced no verdict (cancelled, rate-limited)."""
