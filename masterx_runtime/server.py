@@ -281,6 +281,20 @@ async def serve(app: ServiceApp, settings: ServerSettings) -> None:
         tracing.shutdown()
 
 
+def use_event_loop(choice: str) -> str:
+    """Install the event loop policy ``MASTERX_EVENT_LOOP`` asks for; returns the loop in use."""
+    if choice == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(["MASTERX_EVENT_LOOP=uvloop but uvloop is not installed"]) from None
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
 def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
     """Process entry point used by ``python -m services.<name>``."""
     try:
@@ -300,6 +314,7 @@ def main(factory: Callable[[], ServiceApp], app_cls: type[ServiceApp]) -> None:
         print(f"{app_cls.name}: {exc}", file=sys.stderr)
         sys.exit(2)
     try:
+        use_event_loop(settings.event_loop)
         asyncio.run(serve(app, settings))
     except ConfigError as exc:  # found while starting (e.g. a model that does not fit the code)
         print(f"{app_cls.name}: {exc}", file=sys.stderr)
