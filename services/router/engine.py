@@ -157,10 +157,8 @@ class Router:
         A pinned request is never sent to the emotion service: one candidate ranks the same under
         every category, and its callers (the gateway for a named model, benchmark runs) analyse
         emotion themselves or not at all."""
-        if req.category_hint:
-            return CategoryScores.one_hot(req.category_hint, CategorySource.HINT)
-        if req.category_scores is not None:
-            return req.category_scores
+        if req.category_hint or req.category_scores is not None:
+            return self.category_now(req)
         if req.emotion is not None or req.pinned:  # the encoder already ran (no category head) / one candidate
             return self.detector.classify(req.text)
         return await self.detector.detect(req.text)
@@ -286,7 +284,7 @@ class Router:
                 provisional = self._decide(req, guessed, session, spend, list(notes), started)
                 if provisional.order and speculating:
                     guess = provisional.order[0]
-                    permit = await self._admit_early(guess)
+                    permit = await self._admit(None, guess)
                     if permit is not None:
                         early = asyncio.create_task(start(provisional, guess, permit))
             if analysis is None:
@@ -334,16 +332,6 @@ class Router:
                 f"early call to {guess} cancelled: the emotion analysis picked another provider"
             )
         return plan, ((guess, early) if early is not None else None)
-
-    async def _admit_early(self, name: str) -> Permit | None:
-        """``_admit`` for the speculative start: a refusal is not noted (the attempt loop will note it)."""
-        permit = await self.breakers.acquire(name)
-        if not permit.allowed:
-            return None
-        if await self.limiter.admit(name):
-            await self._release(name, permit)
-            return None
-        return permit
 
     def _exclusion(self, name: str, provider: Provider, spent: Mapping[str, float]) -> Exclusion | None:
         budget = self._budgets[name]
@@ -517,10 +505,16 @@ class Router:
             tried = ", ".join(f"{a.provider} ({a.outcome})" for a in plan.attempts) or "none"
             raise DeadlineExceeded(f"the request deadline passed before an answer was complete (tried: {tried})")
 
-    async def _admit(self, plan: Plan, name: str) -> Permit | None:
-        """Breaker permission and the provider's rate limit; None (with an Attempt noted) when refused."""
+    async def _admit(self, plan: Plan | None, name: str) -> Permit | None:
+        """Breaker permission and the provider's rate limit; None (with an Attempt noted) when refused.
+
+        ``plan`` None: the speculative start asks; a refusal is neither noted nor raised (the
+        attempt loop asks again and does both).
+        """
         permit = await self.breakers.acquire(name)
         if not permit.allowed:
+            if plan is None:
+                return None
             if plan.pinned:
                 raise FailedPrecondition(
                     f"pinned provider {name}'s circuit breaker is {permit.state} and takes no more calls now",
@@ -532,7 +526,8 @@ class Router:
         why = await self.limiter.admit(name)
         if why:
             await self._release(name, permit)
-            self._note(plan, name, "rate_limited", why, 0.0)
+            if plan is not None:
+                self._note(plan, name, "rate_limited", why, 0.0)
             return None
         return permit
 

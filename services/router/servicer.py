@@ -117,12 +117,9 @@ def analyze_scores(response: emotion_pb2.AnalyzeResponse) -> tuple[tuple[float, 
 
 def evidence_from(response: emotion_pb2.AnalyzeResponse) -> EmotionEvidence:
     """The router's own analysis (analyze_emotion) as domain types; the result itself is kept to hand back."""
-    result = response.result
-    scores = None
-    if result.category_scores:
-        probs, followup = category_scores(result.category_scores, result.followup_probability, "result")
-        scores = CategoryScores(probs, followup, CategorySource.EMOTION_SERVICE, result.model_version)
-    return EmotionEvidence(emotion_signal(result), scores, result)
+    scored = analyze_scores(response)
+    scores = None if scored is None else CategoryScores(scored[0], scored[1], CategorySource.EMOTION_SERVICE, scored[2])
+    return EmotionEvidence(emotion_signal(response.result), scores, response.result)
 
 
 SPECULATION_ENUM = {
