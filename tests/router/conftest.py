@@ -16,6 +16,16 @@ from masterx_runtime.testing.fake_llm import FakeLLMServer
 from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
 
+#: The six categories as proto enums, in the router's CATEGORIES order.
+CATS = [
+    common_pb2.CATEGORY_CODING,
+    common_pb2.CATEGORY_MATH,
+    common_pb2.CATEGORY_RESEARCH,
+    common_pb2.CATEGORY_LANGUAGE,
+    common_pb2.CATEGORY_EMPATHY,
+    common_pb2.CATEGORY_GENERAL,
+]
+
 RouterFactory = Callable[
     ..., contextlib.AbstractAsyncContextManager[tuple[RouterApp, router_pb2_grpc.RouterServiceStub]]
 ]

@@ -22,16 +22,7 @@ from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
 from masterx_runtime.testing.grpc_server import serving
 from services.router.app import RouterApp
 from services.router.servicer import RouterServicer
-from tests.router.conftest import RouterFactory, ask, expect_error
-
-CATS = [
-    common_pb2.CATEGORY_CODING,
-    common_pb2.CATEGORY_MATH,
-    common_pb2.CATEGORY_RESEARCH,
-    common_pb2.CATEGORY_LANGUAGE,
-    common_pb2.CATEGORY_EMPATHY,
-    common_pb2.CATEGORY_GENERAL,
-]
+from tests.router.conftest import CATS, RouterFactory, ask, expect_error
 
 
 def strong_and_cheap(fake: FakeLLMServer) -> list[dict[str, Any]]:

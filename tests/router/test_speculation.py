@@ -19,16 +19,8 @@ from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
 from masterx.router.v1 import router_pb2
 from masterx_runtime.testing.fake_llm import FakeLLMServer
 from masterx_runtime.testing.servers import free_port
-from tests.router.conftest import RouterFactory, ask
+from tests.router.conftest import CATS, RouterFactory, ask
 
-CATS = [
-    common_pb2.CATEGORY_CODING,
-    common_pb2.CATEGORY_MATH,
-    common_pb2.CATEGORY_RESEARCH,
-    common_pb2.CATEGORY_LANGUAGE,
-    common_pb2.CATEGORY_EMPATHY,
-    common_pb2.CATEGORY_GENERAL,
-]
 CODING = [0.9, 0.02, 0.02, 0.02, 0.02, 0.02]
 MATHY = [0.02, 0.9, 0.02, 0.02, 0.02, 0.02]
 QUESTION = "How do I reverse a list in Python?"  # the TF-IDF classifier says coding

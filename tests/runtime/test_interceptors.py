@@ -250,13 +250,18 @@ async def _plain_server(gate: Callable[[], str]) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
+async def _finish(call: Any) -> None:
+    """Await a unary call, or read a streaming one to its end."""
+    if hasattr(call, "__aiter__"):
+        async for _ in call:
+            pass
+    else:
+        await call
+
+
 async def _expect_bad(call: Any, rid: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        if hasattr(call, "__aiter__"):
-            async for _ in call:
-                pass
-        else:
-            await call
+        await _finish(call)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value
     detail = error_detail_from(err.value)
     assert detail is not None and detail.reason == "BAD" and detail.field == "body" and detail.service == "shapes"
@@ -300,11 +305,7 @@ async def test_all_four_rpc_shapes_twice_each() -> None:
             reason[0] = "shapes is starting: waiting for redis"
             for call in (uu(b"x"), us(b"x"), su(iter([b"a"])), ss(iter([b"a"]))):
                 with pytest.raises(grpc.aio.AioRpcError) as err:
-                    if hasattr(call, "__aiter__"):
-                        async for _ in call:
-                            pass
-                    else:
-                        await call
+                    await _finish(call)
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert err.value.details() == "shapes is starting: waiting for redis"
                 detail = error_detail_from(err.value)
