@@ -27,6 +27,7 @@ level is enabled.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -83,6 +84,23 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
         if key == REQUEST_ID_KEY and isinstance(value, str):
             rid = value[:128]
     return rid or _new_request_id()
+
+
+def _bind_request_id(context: grpc.aio.ServicerContext) -> contextvars.Token[str]:
+    """Take the call's request id, echo it in the trailers and expose it to logs (reset the token after)."""
+    rid = _request_id(context)
+    context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+    return request_id_var.set(rid)
+
+
+async def _drain(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    """Iterate a streaming behaviour whether it is an async generator or uses context.write."""
+    result = behavior(request, context)
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    else:
+        await result
 
 
 def _status_of(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
@@ -188,9 +206,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         admit, abort, finish, in_flight = self._admit, self._abort, self._finish, self._in_flight
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            rid = _request_id(context)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-            token = request_id_var.set(rid)
+            token = _bind_request_id(context)
             start = _perf_counter()
             in_flight.inc()
             exc: BaseException | None = None
@@ -216,21 +232,14 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
         # Must be an async generator *function*: grpc.aio picks sync/async handling by inspecting it.
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            rid = _request_id(context)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-            token = request_id_var.set(rid)
+            token = _bind_request_id(context)
             start = _perf_counter()
             in_flight.inc()
             exc: BaseException | None = None
             try:
                 try:
-                    # a streaming behaviour is an async generator or writes with context.write
-                    result = behavior(admit(request, stream_request), context)
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result
+                    async for item in _drain(behavior, admit(request, stream_request), context):
+                        yield item
                 except grpc.aio.AbortError:
                     raise
                 except Exception as e:
@@ -258,9 +267,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         done = self._quiet_done
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            rid = _request_id(context)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-            token = request_id_var.set(rid)
+            token = _bind_request_id(context)
             start, exc = _perf_counter(), None
             try:
                 return await behavior(request, context)
@@ -277,17 +284,11 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         done = self._quiet_done
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            rid = _request_id(context)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-            token = request_id_var.set(rid)
+            token = _bind_request_id(context)
             start, exc = _perf_counter(), None
             try:
-                result = behavior(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
+                async for item in _drain(behavior, request, context):
+                    yield item
             except BaseException as e:
                 exc = e
                 raise
