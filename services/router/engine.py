@@ -262,8 +262,8 @@ class Router:
         started = time.perf_counter()
         self._check_pinned(req)
         loop = asyncio.get_running_loop()
-        guessed = self.category_now(req)
-        speculating = self.cfg.speculate and guessed.confidence >= self.cfg.speculate_min_confidence
+        guessed = self.category_now(req) if self.cfg.speculate else None  # no guess needed without speculating
+        speculating = guessed is not None and guessed.confidence >= self.cfg.speculate_min_confidence
 
         def analyse() -> asyncio.Task[EmotionEvidence | None]:
             assert self.emotion is not None
@@ -280,7 +280,7 @@ class Router:
             )
             provisional: Plan | None = None
             guess = ""
-            if self.cfg.speculate:
+            if guessed is not None:
                 provisional = self._decide(req, guessed, session, spend, list(notes), started)
                 if provisional.order and speculating:
                     guess = provisional.order[0]
