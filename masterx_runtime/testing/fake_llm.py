@@ -687,8 +687,9 @@ class FakeLLMServer:
                 await _sleep_or_gone(reader, delay)
             text = "".join(pieces)
             full = _FULL[api](model, text, finish, usage, b.report_usage)
-            await response.send_json(200, [full] if prompt.json_array else full)
+            # counted before the answer goes out: a client that has read it must find it counted
             self._count(name, completed=1, input_tokens=usage[0], output_tokens=usage[1])
+            await response.send_json(200, [full] if prompt.json_array else full)
             return
         await self._stream(name, api, reader, response, prompt, b, model, pieces, finish, usage, breaking)
 
@@ -725,10 +726,11 @@ class FakeLLMServer:
             self._count(name, broken_streams=1)
             response.abort()
             return
+        # counted before the closing events go out: a client that has read [DONE] must find it counted
+        self._count(name, completed=1, input_tokens=usage[0], output_tokens=usage[1])
         for event in fmt.closing(finish, len(pieces)):
             await response.chunk(event)
         await response.end_stream()
-        self._count(name, completed=1, input_tokens=usage[0], output_tokens=usage[1])
 
 
 # ---------------------------------------------------------------------- request parsing
