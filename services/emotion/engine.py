@@ -105,8 +105,8 @@ class EmotionModel:
             int8 model quantizes activations dynamically with one scale per tensor, so in a
             padded batch a text's probabilities depend slightly on its neighbours (GoEmotions
             dev, batches of 32: mean |dprob| 0.003, primary label unchanged for ~94% of texts).
-            Per-text runs give identical results however requests are grouped, for ~10% more
-            CPU time per text. Default (None): on for dynamically quantized models
+            Per-text runs give identical results however requests are grouped, for up to a
+            third more CPU per text than batches of 4-16 (MODEL_CARD.md). Default (None): on for dynamically quantized models
             (``model.json`` ``quantization`` starting with ``dynamic``), off otherwise.
         """
         self.model_dir = Path(model_dir)
@@ -143,13 +143,17 @@ class EmotionModel:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = str(self.model_dir / (model_file or meta["onnx_file"]))
         requested = list(providers) if providers else choose_providers(prefer_gpu, enable_tensorrt)
+        # Graph fusions model.json turns off (see MODEL_CARD.md, "Serving"): onnxruntime's fused
+        # SkipLayerNormalization is slower on one CPU thread than the Add + LayerNormalization it replaces.
+        self.disabled_optimizers: list[str] = [str(o) for o in meta.get("ort_disabled_optimizers", [])]
+        kw: dict = {"disabled_optimizers": self.disabled_optimizers} if self.disabled_optimizers else {}
         try:
-            self.session = ort.InferenceSession(path, sess_options=so, providers=requested)
+            self.session = ort.InferenceSession(path, sess_options=so, providers=requested, **kw)
         except Exception:  # a GPU build without a usable GPU: fall back to CPU
             if requested == ["CPUExecutionProvider"]:
                 raise
             log.warning("could not start %s, falling back to CPU", requested, exc_info=True)
-            self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"], **kw)
         self.providers: list[str] = list(self.session.get_providers())
         log.info("emotion model %s loaded with providers %s", self.model_version, self.providers)
 

@@ -286,7 +286,7 @@ def write_card(m: dict, path: Path) -> None:
             "~1e-7); on 256 dev texts in batches of 32, mean |dprob| was 0.003 and the primary "
             "label stayed the same for 94% of texts. The engine therefore runs texts one by one "
             "for dynamically quantized models by default (`batch_invariant`; identical results "
-            "however requests are grouped, ~10% more CPU per text on this machine); "
+            "however requests are grouped, at the CPU cost measured below); "
             "`batch_invariant=False` gives one padded batch.\n"
         )
     w(
@@ -319,6 +319,28 @@ def write_card(m: dict, path: Path) -> None:
         f"\nBatch 1, {m['latency_cpu_batch1'][0]['words']}-word text, "
         f"{m['latency_note']}; providers {m['latency_cpu_batch1'][0]['providers']}.\n"
     )
+    sf = m.get("serving_fusions")
+    if sf is not None:
+        w(
+            f"Serving: the engine runs the model without onnxruntime's {', '.join(sf['ort_disabled_optimizers'])} "
+            "(`model.json` `ort_disabled_optimizers`): on one CPU thread the fused kernel was slower than "
+            f"the plain Add + LayerNormalization ({sf['cpu_ms_per_text_with_fusion']:.2f} -> "
+            f"{sf['cpu_ms_per_text_without']:.2f} ms CPU per text; {sf['note']}). It changes the int8 "
+            f"numerics by rounding only ({sf['texts']}): mean |dprob| {sf['mean_abs_dprob']:.5f}, primary "
+            f"label changed for {100 * sf['primary_label_changed']:.2f}% of texts, macro-F1 "
+            f"{sf['macro_f1_dev_full_with_fusion']:.4f} -> {sf['macro_f1_dev_full_without']:.4f}.\n"
+        )
+    bd = m.get("batch_dependence_small_batches")
+    if bd is not None:
+        rows = [(k.replace("_", " "), v) for k, v in bd.items() if isinstance(v, dict) and "mean_abs_dprob" in v]
+        w(f"Batch dependence in micro-batches ({bd['texts']}):\n")
+        w("| grouping | mean abs dprob | max abs dprob | primary label changed |\n|---|---|---|---|")
+        for name, v in rows:
+            w(
+                f"| {name} | {v['mean_abs_dprob']:.5f} | {v['max_abs_dprob']:.3f} | {100 * v['primary_label_changed']:.1f}% |"
+            )
+        ratio = ", ".join(f"{b}: {r:.2f}" for b, r in bd["cpu_per_text_vs_batch_1"].items())
+        w(f"\nCPU per text relative to batch 1, by batch size: {ratio}. {bd['note']}.\n")
     w("## Intended use and limitations\n")
     w(
         "- Intended use: coarse, real-time signals of a learner's expressed emotion in short "

@@ -19,6 +19,10 @@ from .tokenize import encode, load_tokenizer, pad_batch, token_lengths
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAMES = ["emotion_logits", "pad"]
 ONNX_FILE = "emotion.int8.onnx"
+#: onnxruntime graph fusions the served model runs without (written to model.json, read by the
+#: engine): the fused SkipLayerNormalization took ~45 us per call on one CPU thread for a
+#: 22-token message against ~12 us for the Add + LayerNormalization it replaces (11% of the run).
+ORT_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 LATENCY_TEXT = (
     "I finally finished the whole project tonight and honestly I am so proud and relieved that it works"  # 19 words
 )
@@ -106,7 +110,9 @@ def onnx_outputs(
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=ORT_DISABLED_OPTIMIZERS
+    )
     order = np.argsort([len(s) for s in seqs], kind="stable")
     logits = np.zeros((len(seqs), 28), dtype=np.float32)
     pad = np.zeros((len(seqs), 3), dtype=np.float32)
@@ -496,6 +502,7 @@ def run_post_training(
         },
         "quantization": chosen,
         "quantized": True,
+        "ort_disabled_optimizers": ORT_DISABLED_OPTIMIZERS,
     }
     (out / "model.json").write_text(json.dumps(model_json, indent=2) + "\n", encoding="utf-8")
 
