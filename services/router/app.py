@@ -146,7 +146,10 @@ class RouterApp(ServiceApp):
             convert=analyze_scores,
         )
         self.emotion = EmotionPeer(
-            self.peers.emotion_addr, timeout_seconds=self.cfg.emotion_timeout_ms / 1000, convert=evidence_from
+            self.peers.emotion_addr,
+            timeout_seconds=self.cfg.emotion_timeout_ms / 1000,
+            convert=evidence_from,
+            stream=self.cfg.emotion_stream,
         )
         self._router = Router(
             self.cfg,

@@ -205,6 +205,13 @@ class RouterSettings:
         "past it the request is routed without the analysis.",
         minimum=1,
     )
+    emotion_stream: bool = env(
+        "ROUTER_EMOTION_STREAM",
+        True,
+        "Send those analyses on one long-lived StreamAnalyze call (answers in order; the deadline is kept by the "
+        "router) instead of one unary Analyze each: ~0.25 ms less CPU per request across the two services. "
+        "Off = one Analyze RPC per request.",
+    )
     category_timeout_ms: float = env(
         "ROUTER_CATEGORY_TIMEOUT_MS",
         250.0,

@@ -47,6 +47,24 @@ class ScriptedEmotion(emotion_pb2_grpc.EmotionServiceServicer):  # type: ignore[
         await asyncio.sleep(self.delay)
         return emotion_pb2.AnalyzeResponse(result=result(self.probs))
 
+    async def StreamAnalyze(
+        self, requests: AsyncIterator[emotion_pb2.AnalyzeRequest], context: object
+    ) -> AsyncIterator[emotion_pb2.AnalyzeResponse]:
+        """As the emotion service: messages analysed concurrently, answered in request order."""
+        pending: asyncio.Queue[asyncio.Task[emotion_pb2.AnalyzeResponse] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for request in requests:
+                pending.put_nowait(asyncio.create_task(self.Analyze(request, context)))
+            pending.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await pending.get()) is not None:
+                yield await task
+        finally:
+            reader.cancel()
+
 
 @pytest.fixture
 async def emotion_server() -> AsyncIterator[tuple[ScriptedEmotion, str]]:
