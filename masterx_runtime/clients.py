@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -18,38 +17,72 @@ from masterx_runtime.logs import request_id_var
 from masterx_runtime.settings import ReliabilitySettings
 
 
-class _RequestIdClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Forward the current request id so one chat turn is traceable across services."""
+def _with_request_id(metadata: Any) -> Any:
+    """``metadata`` plus the current request id (unless it names one already)."""
+    rid = request_id_var.get()
+    if not rid:
+        return metadata
+    if metadata is None:
+        return ((REQUEST_ID_KEY, rid),)
+    pairs = tuple(metadata)
+    if any(k == REQUEST_ID_KEY for k, _v in pairs):
+        return metadata
+    return (*pairs, (REQUEST_ID_KEY, rid))
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        rid = request_id_var.get()
-        if not rid:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if REQUEST_ID_KEY not in metadata:
-            metadata.add(REQUEST_ID_KEY, rid)
-        return details._replace(metadata=metadata)  # type: ignore[attr-defined]
 
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+class _RequestIdCall:
+    """A multicallable that adds the request id to the call's metadata, then calls through."""
 
-    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+    __slots__ = ("_call",)
 
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(details), request_iterator)
+    def __init__(self, call: Any) -> None:
+        self._call = call
 
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(details), request_iterator)
+    def __call__(self, *args: Any, metadata: Any = None, **kwargs: Any) -> Any:
+        return self._call(*args, metadata=_with_request_id(metadata), **kwargs)
+
+
+class RequestIdChannel(grpc.aio.Channel):
+    """A channel whose calls forward the current request id (``x-request-id``), so one chat turn
+    is traceable across services.
+
+    Done at the call, not with a client interceptor: any grpc.aio client interceptor sends every
+    call through grpc's intercepted-call machinery (an extra task per call), measured at ~50 us
+    of client CPU per unary call on this project's 2-core VM; this costs a context-variable read.
+    """
+
+    def __init__(self, inner: grpc.aio.Channel) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> RequestIdChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.close()
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._inner.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._inner.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._inner.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._inner.channel_ready()
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _RequestIdCall(self._inner.unary_unary(method, *args, **kwargs))
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _RequestIdCall(self._inner.unary_stream(method, *args, **kwargs))
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _RequestIdCall(self._inner.stream_unary(method, *args, **kwargs))
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _RequestIdCall(self._inner.stream_stream(method, *args, **kwargs))
 
 
 @functools.cache
@@ -74,15 +107,18 @@ def channel_options(cfg: ReliabilitySettings | None = None) -> list[tuple[str, i
 
 
 def channel(address: str, *, max_message_bytes: int = 4 * 1024 * 1024) -> grpc.aio.Channel:
-    """An insecure aio channel to a peer with keepalive, capped reconnect backoff and request-id propagation."""
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            *channel_options(),
-        ],
-        interceptors=[*tracing.client_interceptors(), _RequestIdClientInterceptor()],
+    """An insecure aio channel to a peer with keepalive, capped reconnect backoff and request-id
+    propagation (plus OpenTelemetry's interceptors when tracing is on)."""
+    return RequestIdChannel(
+        grpc.aio.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                *channel_options(),
+            ],
+            interceptors=tracing.client_interceptors() or None,
+        )
     )
 
 
