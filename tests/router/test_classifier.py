@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from services.router.classifier import model
 from services.router.classifier.model import CATEGORIES, MODEL_PATH, CategoryClassifier, char_wb_ngrams, word_ngrams
 from services.router.training.train_classifier import build_pipeline, export, is_held_out, load_dataset
 
@@ -84,3 +87,35 @@ def test_prediction_is_a_distribution_and_long_text_is_cut(shipped: CategoryClas
     p = shipped.predict("loop " * 10_000)
     assert p.probabilities.shape == (6,) and p.probabilities.sum() == pytest.approx(1.0)
     assert 0 <= p.followup <= 1 and p.confidence == pytest.approx(p.probabilities.max())
+
+
+def _features_by_scanning(tfidf: Any, text: str) -> tuple[list[int], list[float]]:
+    """The TF-IDF features computed from the whole text's n-grams at once (no per-word cache)."""
+    analyzer = word_ngrams if tfidf.analyzer == "word" else char_wb_ngrams
+    counts: dict[int, int] = {}
+    for g in analyzer(text, *tfidf.ngram):
+        if (i := tfidf.index.get(g)) is not None:
+            counts[i] = counts.get(i, 0) + 1
+    weights = [(1.0 + math.log(c)) * tfidf.idf_list[i] if c > 1 else tfidf.idf_list[i] for i, c in counts.items()]
+    norm = math.sqrt(sum(w * w for w in weights))
+    return list(counts), [w / norm for w in weights]
+
+
+@pytest.mark.parametrize("cache_size", [65_536, 2])
+def test_per_word_cache_gives_the_features_of_a_whole_text_scan(
+    shipped: CategoryClassifier, cache_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model, "WORD_CACHE_SIZE", cache_size)
+    shipped.char._word_hits.clear()
+    texts = [
+        "the loop the loop THE Loop, again and again",
+        "tabs\tand\u00a0no-break\u2003spaces\n\nand  runs   of them",
+        "I'm stuck on derivatives: d/dx (x^2 * sin x) = ?",
+        "",
+        "ünïcödé wörds und ÜNÏCÖDÉ",
+    ]
+    for _ in range(2):  # the second pass reads every word from the cache
+        for text in texts:
+            for tfidf in (shipped.word, shipped.char):
+                assert tfidf.features(text) == _features_by_scanning(tfidf, text)
+    assert len(shipped.char._word_hits) <= max(cache_size, 1)
