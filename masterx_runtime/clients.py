@@ -46,9 +46,11 @@ class RequestIdChannel(grpc.aio.Channel):
     """A channel whose calls forward the current request id (``x-request-id``), so one chat turn
     is traceable across services.
 
-    Done at the call, not with a client interceptor: any grpc.aio client interceptor sends every
-    call through grpc's intercepted-call machinery (an extra task per call), measured at ~50 us
-    of client CPU per unary call on this project's 2-core VM; this costs a context-variable read.
+    Done at the call, not with a grpc.aio client interceptor: the interceptor this replaces did
+    not reach streaming calls (a unary-stream ``GenerateStream`` or a ``StreamAnalyze`` arrived
+    without the id; ``tests/runtime/test_clients.py`` holds both kinds), and it sent every call
+    through grpc's intercepted-call machinery. The CPU that saves is small:
+    ``bench/bench_grpc_client.py`` measured 3-11 us less client CPU per unary call.
     """
 
     def __init__(self, inner: grpc.aio.Channel) -> None:

@@ -1,4 +1,4 @@
-"""masterx_runtime.clients.channel: request-id propagation on every kind of call, over real gRPC."""
+"""masterx_runtime.clients.channel: request-id propagation on every kind of call (unary, unary-stream, stream-stream), over real gRPC."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc
+from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel
 from masterx_runtime.interceptors import REQUEST_ID_KEY
 from masterx_runtime.logs import request_id_var
@@ -69,3 +70,31 @@ async def test_the_channel_reports_connectivity_like_a_plain_one() -> None:
         await chan.close()
     finally:
         await server.stop(0)
+
+
+class Router(router_pb2_grpc.RouterServiceServicer):  # type: ignore[misc]
+    """GenerateStream answers one delta: the x-request-id the call arrived with."""
+
+    async def GenerateStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield router_pb2.GenerateChunk(delta=dict(context.invocation_metadata()).get(REQUEST_ID_KEY, "<none>"))
+
+
+async def test_a_unary_stream_call_carries_the_request_id() -> None:
+    """The gateway's streamed chat turn (GenerateStream) is traceable into the router."""
+    server = grpc.aio.server()
+    router_pb2_grpc.add_RouterServiceServicer_to_server(Router(), server)  # type: ignore[abstract]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with channel(f"127.0.0.1:{port}") as chan:
+            stub = router_pb2_grpc.RouterServiceStub(chan)
+            token = request_id_var.set("turn-7")
+            try:
+                iterated = [c.delta async for c in stub.GenerateStream(router_pb2.GenerateRequest(), timeout=5)]
+                call = stub.GenerateStream(router_pb2.GenerateRequest(), timeout=5)
+                read = [(await call.read()).delta]
+            finally:
+                request_id_var.reset(token)
+    finally:
+        await server.stop(0)
+    assert iterated == ["turn-7"] and read == ["turn-7"]
