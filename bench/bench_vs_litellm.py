@@ -514,7 +514,12 @@ def p95(v: list[float]) -> float:
     return percentile(v, 95)
 
 
-def report(results: dict[str, dict[str, Sample]], order: list[str], load: str) -> dict[str, Any]:
+def report(
+    results: dict[str, dict[str, Sample]],
+    order: list[str],
+    load: str,
+    per_rep: dict[str, dict[str, list[float]]] | None = None,
+) -> dict[str, Any]:
     lines: list[str] = []
     out: dict[str, Any] = {"load": load, "targets": {}}
     base = results["direct"]
@@ -607,6 +612,27 @@ def report(results: dict[str, dict[str, Sample]], order: list[str], load: str) -
                 f"| {r['cpu_per_request']:.2f} | {r['ttft_overhead_50_streams']:.2f} | {r['stream_overhead_50_streams']:.2f} "
                 f"| {r['ttft_200_streams']:.2f} | {r['stream_200_streams']:.2f} |"
             )
+        scen = "throughput, 64 clients"
+        ll_reps = (per_rep or {}).get("litellm", {}).get(scen, [])
+        if ll_reps:
+            # LiteLLM's own speed moves between repetitions (more than MasterX's on this VM), so the
+            # pooled ratio above is shown with each repetition's, the lowest being the cautious figure.
+            lines.append(
+                "\nthroughput at 64 clients per repetition (req/s; ratio to LiteLLM's in the same repetition):"
+            )
+            lines.append("  litellm: " + " / ".join(f"{v:.0f}" for v in ll_reps))
+            for name in ratios:
+                reps = per_rep[name].get(scen, []) if per_rep else []
+                each = [m / d for m, d in zip(reps, ll_reps, strict=False) if d]
+                if each:
+                    lines.append(
+                        f"  {name}: "
+                        + " / ".join(f"{v:.0f}" for v in reps)
+                        + " ("
+                        + " / ".join(f"{r:.2f}x" for r in each)
+                        + f"; lowest {min(each):.2f}x)"
+                    )
+                    out.setdefault("throughput_64_clients_per_repetition", {})[name] = each
         gw = ratios.get("mx-gateway")
         if gw is not None:
             checks = [
@@ -622,8 +648,12 @@ def report(results: dict[str, dict[str, Sample]], order: list[str], load: str) -
     return out
 
 
-async def run_all(targets: list[Target], args: argparse.Namespace) -> dict[str, dict[str, Sample]]:
+async def run_all(
+    targets: list[Target], args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Sample]], dict[str, dict[str, list[float]]]]:
+    """Every scenario's samples pooled over the repetitions, and each repetition's req/s."""
     results: dict[str, dict[str, Sample]] = {t.name: {} for t in targets}
+    per_rep: dict[str, dict[str, list[float]]] = {t.name: {} for t in targets}
     for t in targets:  # warm every path (connections, model, caches); a path that fails here is reported
         for stream in (False, True):
             s = await closed_loop(t, 4, stream, calls=4)
@@ -636,6 +666,7 @@ async def run_all(targets: list[Target], args: argparse.Namespace) -> dict[str, 
             for t in order:
                 s = await measure_cpu(t, run)
                 results[t.name].setdefault(scen, Sample()).extend(s)
+                per_rep[t.name].setdefault(scen, []).append(len(s.total) / s.seconds if s.seconds else 0.0)
                 print(
                     f"rep {rep + 1}/{args.reps} {scen:<24} {t.name:<17} p50 {p50(s.total):7.1f} ms"
                     + (f"  ttft p50 {p50(s.ttft):6.1f} ms" if s.ttft else "")
@@ -643,7 +674,7 @@ async def run_all(targets: list[Target], args: argparse.Namespace) -> dict[str, 
                     + (f" (last: {s.last_error})" if s.errors else ""),
                     flush=True,
                 )
-    return results
+    return results, per_rep
 
 
 def main() -> None:
@@ -697,7 +728,7 @@ def main() -> None:
         if args.only:
             targets = [t for t in targets if t.name == "direct" or t.name in args.only]
         load_start = os.getloadavg()
-        results = asyncio.run(run_all(targets, args))
+        results, per_rep = asyncio.run(run_all(targets, args))
         load_end = os.getloadavg()
         speculation = speculation_counts(f"http://127.0.0.1:{system.ports['router-metrics']}")
     finally:
@@ -721,7 +752,7 @@ def main() -> None:
         "CPU = user+system time of the target's own processes (MasterX: gateway, router, emotion, Redis, "
         "MongoDB-wire; LiteLLM: its proxy process) per request, during the 64-client run"
     )
-    out = report(results, [t.name for t in targets], load)
+    out = report(results, [t.name for t in targets], load, per_rep)
     out["machine"] = host
     total = sum(speculation.values())
     if total:
