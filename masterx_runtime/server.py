@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from masterx_runtime import logs, metrics, outbox, topology, tracing
+from masterx_runtime import gctuning, logs, metrics, outbox, topology, tracing
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.errors import Unavailable
 from masterx_runtime.interceptors import default_interceptors
@@ -270,6 +270,8 @@ async def serve(app: ServiceApp, settings: ServerSettings) -> None:
                 await server.stop(grace=0)
             tracing.shutdown()
             start_task.result()  # re-raise startup failures
+        # Started (model, stores, caches built): freeze that and set the collector's threshold.
+        gctuning.apply(settings.gc_threshold, settings.gc_freeze)
         await waiter
     else:
         start_task.cancel()

@@ -63,6 +63,20 @@ class ServerSettings:
     log_format: str = env(
         "MASTERX_LOG_FORMAT", "json", "`json` (one object per line) or `text`.", choices=("json", "text")
     )
+    gc_threshold: int = env(
+        "MASTERX_GC_THRESHOLD",
+        10_000,
+        "Net new container objects between two young-generation passes of Python's cyclic garbage "
+        "collector (Python's default is 700; 0 keeps it). With 700 the gateway spent ~0.24 ms and the "
+        "router ~0.15 ms of each request in the collector at 64 clients; 10000 measured 0.04-0.05 ms.",
+        minimum=0,
+    )
+    gc_freeze: bool = env(
+        "MASTERX_GC_FREEZE",
+        True,
+        "Move what is alive once the service is built (modules, app, configuration) out of the "
+        "collector's sight (`gc.freeze`), so a full collection scans only what requests created.",
+    )
 
 
 def _peer_addr(name: str) -> Any:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 
 import uvicorn
 
-from masterx_runtime import logs, tracing
+from masterx_runtime import gctuning, logs, tracing
 from masterx_runtime.config import ConfigError, load
 from masterx_runtime.settings import PeerSettings, ServerSettings
 from masterx_runtime.stores.redis_store import RedisSettings
@@ -29,7 +30,18 @@ from services.gateway.identity import settings_problems
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn, but a signal-triggered graceful stop exits 0 (uvicorn re-raises the signal)."""
+    """uvicorn, but a signal-triggered graceful stop exits 0 (uvicorn re-raises the signal), and
+    the garbage collector is set for a long-running process once the app has started
+    (``MASTERX_GC_*``, :mod:`masterx_runtime.gctuning`)."""
+
+    def __init__(self, config: uvicorn.Config, gc_threshold: int = 0, gc_freeze: bool = False) -> None:
+        super().__init__(config)
+        self.gc_threshold, self.gc_freeze = gc_threshold, gc_freeze
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            gctuning.apply(self.gc_threshold, self.gc_freeze)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -84,7 +96,7 @@ def main() -> None:
         sys.exit(2)
     logging.getLogger("uvicorn.error").addFilter(_drop_color_message)
     app = create_app(cfg, peers, redis_cfg)
-    server = GatewayServer(uvicorn_config(app, cfg))
+    server = GatewayServer(uvicorn_config(app, cfg), server_cfg.gc_threshold, server_cfg.gc_freeze)
     try:
         server.run()
     except OSError as exc:
