@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc  # noqa: E402
 from masterx_runtime.clients import channel, wait_until_serving  # noqa: E402
-from masterx_runtime.testing.benchstats import machine, percentile  # noqa: E402
+from masterx_runtime.testing.benchstats import cpu_seconds, machine, percentile  # noqa: E402
 from masterx_runtime.testing.servers import free_port, start_mongo, wait_for_port  # noqa: E402
 
 SERVICE = "masterx.emotion.v1.EmotionService"
@@ -102,12 +102,6 @@ HEADER = (
     f"{'msgs/s':>8} | {'CPU ms/msg':>8} |\n"
     f"|{'-' * 52}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 12}|"
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> tuple[float, float]:

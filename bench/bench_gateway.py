@@ -31,7 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from masterx_runtime.testing.benchstats import percentile  # noqa: E402
+from masterx_runtime.testing.benchstats import cpu_seconds, percentile  # noqa: E402
 from masterx_runtime.testing.servers import free_port, wait_for_port  # noqa: E402
 from tests.gateway.system import emotion_model_dir, gateway_url, start_system, system_env  # noqa: E402
 
@@ -52,12 +52,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:

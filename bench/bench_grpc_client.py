@@ -41,6 +41,7 @@ from masterx.emotion.v1 import emotion_pb2, emotion_pb2_grpc  # noqa: E402
 from masterx_runtime.clients import channel  # noqa: E402
 from masterx_runtime.interceptors import REQUEST_ID_KEY  # noqa: E402
 from masterx_runtime.logs import request_id_var  # noqa: E402
+from masterx_runtime.testing.benchstats import cpu_seconds  # noqa: E402
 from masterx_runtime.testing.servers import free_port, wait_for_port  # noqa: E402
 
 MODES = ("plain", "interceptor", "channel", "stream")
@@ -146,11 +147,6 @@ async def _calls(mode: str, addr: str, calls: int, concurrency: int) -> float:
         await chan.close()
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=4000)
@@ -168,10 +164,10 @@ def main() -> None:
         wait_for_port("127.0.0.1", port, 30, child)
         for rep in range(args.reps):
             for mode in MODES if rep % 2 == 0 else tuple(reversed(MODES)):
-                server0, client0 = _cpu(child.pid), time.process_time()
+                server0, client0 = cpu_seconds(child.pid), time.process_time()
                 seconds = asyncio.run(_calls(mode, f"127.0.0.1:{port}", args.calls, args.concurrency))
                 client = (time.process_time() - client0) * 1e6 / args.calls
-                server = (_cpu(child.pid) - server0) * 1e6 / args.calls
+                server = (cpu_seconds(child.pid) - server0) * 1e6 / args.calls
                 rows[mode].append((args.calls / seconds, client, server))
     finally:
         child.terminate()

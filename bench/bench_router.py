@@ -36,7 +36,7 @@ from masterx.common.v1 import common_pb2
 from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel, wait_until_serving
 from masterx_runtime.config import load
-from masterx_runtime.testing.benchstats import percentile
+from masterx_runtime.testing.benchstats import cpu_seconds, percentile
 from masterx_runtime.testing.servers import free_port, start_mongo, start_redis
 from services.router.app import breaker_config
 from services.router.breaker import BreakerBoard
@@ -76,12 +76,6 @@ HEADER = (
     f"| {'measurement':<58} | {'p50':>9} | {'p95':>9} | {'p99':>9} | unit | target / notes\n"
     f"|{'-' * 60}|{'-' * 11}|{'-' * 11}|{'-' * 11}|------|------"
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

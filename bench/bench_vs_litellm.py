@@ -63,6 +63,7 @@ import grpc  # noqa: E402
 from masterx.common.v1 import common_pb2  # noqa: E402
 from masterx.router.v1 import router_pb2, router_pb2_grpc  # noqa: E402
 from masterx_runtime.launcher import SERVICES, LocalSystem  # noqa: E402
+from masterx_runtime.testing.benchstats import cpu_seconds as process_cpu_seconds  # noqa: E402
 from masterx_runtime.testing.benchstats import machine, percentile  # noqa: E402
 from masterx_runtime.testing.servers import ManagedProcess, free_port, wait_for_port  # noqa: E402
 
@@ -232,13 +233,11 @@ def _descendants(pid: int) -> list[int]:
 def cpu_seconds(procs: dict[str, int]) -> dict[str, float]:
     """User + system CPU time so far of each named process and its descendants."""
     out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for name, root in procs.items():
         total = 0.0
         for p in _descendants(root):
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / tick
+            with contextlib.suppress(OSError):  # a child that has just exited
+                total += process_cpu_seconds(p)
         out[name] = total
     return out
 

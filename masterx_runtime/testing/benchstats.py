@@ -1,4 +1,5 @@
-"""Small helpers every benchmark script shares: percentiles and a description of the machine."""
+"""Small helpers every benchmark script shares: percentiles, a process's CPU time and a description
+of the machine."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:
