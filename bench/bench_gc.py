@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -78,13 +77,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict[str, float]:
 
         return asyncio.run(load())
     finally:
-        if noemo is not None:
-            noemo.stop()
-        if system is not None:
-            system.stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(fake.pid, signal.SIGTERM)
-        fake.wait(10)
+        peers.stop_all(fake, system, noemo)
         os.environ.clear()
         os.environ.update(saved)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -496,6 +496,18 @@ def start_masterx(fake_port: int, tmp: Path) -> tuple[LocalSystem, ManagedProces
     return system, noemo
 
 
+def stop_all(fake: subprocess.Popen[bytes], system: LocalSystem | None, *procs: ManagedProcess | None) -> None:
+    """Stop what start_fake, start_litellm and start_masterx started (None: never started)."""
+    for proc in procs:
+        if proc is not None:
+            proc.stop()
+    if system is not None:
+        system.stop()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(fake.pid, signal.SIGTERM)
+    fake.wait(10)
+
+
 # ---- report --------------------------------------------------------------------------------------
 def speculation_counts(metrics_url: str) -> dict[str, float]:
     """masterx_router_speculation_total by outcome, from the router's Prometheus endpoint."""
@@ -613,7 +625,7 @@ def report(
             )
         scen = "throughput, 64 clients"
         ll_reps = (per_rep or {}).get("litellm", {}).get(scen, [])
-        if ll_reps:
+        if per_rep and ll_reps:
             # LiteLLM's own speed moves between repetitions (more than MasterX's on this VM), so the
             # pooled ratio above is shown with each repetition's, the lowest being the cautious figure.
             lines.append(
@@ -621,7 +633,7 @@ def report(
             )
             lines.append("  litellm: " + " / ".join(f"{v:.0f}" for v in ll_reps))
             for name in ratios:
-                reps = per_rep[name].get(scen, []) if per_rep else []
+                reps = per_rep[name].get(scen, [])  # per_rep is set: LiteLLM's repetitions came from it
                 each = [m / d for m, d in zip(reps, ll_reps, strict=False) if d]
                 if each:
                     lines.append(
@@ -731,14 +743,7 @@ def main() -> None:
         load_end = os.getloadavg()
         speculation = speculation_counts(f"http://127.0.0.1:{system.ports['router-metrics']}")
     finally:
-        for proc in (noemo, litellm):
-            if proc is not None:
-                proc.stop()
-        if system is not None:
-            system.stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(fake.pid, signal.SIGTERM)
-        fake.wait(10)
+        stop_all(fake, system, noemo, litellm)
         shutil.rmtree(tmp, ignore_errors=True)
     load = (
         f"load average {load_start[0]:.2f} at the start of the measurements, {load_end[0]:.2f} (1 min) / "
