@@ -1,0 +1,162 @@
+"""The emotion encoder's run per text by weight format and batch size, and what batching moves.
+
+    .venv/bin/python bench/bench_encoder_formats.py [--seconds 3] [--batches 1 4 8 16]
+
+Answers one question behind the emotion service's CPU per message: could concurrent messages
+share one padded run without their results depending on their neighbours? The shipped model
+quantizes activations dynamically with one scale per tensor, so in a padded batch a text's
+probabilities move with what it is batched with (why the service runs one text at a time by
+default). A float32 graph has no such scale. This script compares, on one intra-op thread as
+served, with the service's own session options (``EmotionModel``):
+
+* ``int8``: the shipped ``emotion.int8.onnx``;
+* ``fp32``: the same network with the int8 weights dequantized into float32 ``MatMul`` weights
+  (built here from the shipped file, so no other artifact is needed; needs the ``onnx``
+  package of the ``train`` extra, the row is skipped without it).
+
+For each: CPU ms per text at each batch size over the messages below (padded batches of
+neighbouring messages, as the micro-batcher forms them), and, for batches of 8, the largest
+change of any emotion probability against the same text run alone and how many primary labels
+change. Also prints whether the CPU has AVX-512 VNNI (int8 dot products), which decides how far
+int8 is ahead of float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from masterx_runtime.testing.benchstats import machine  # noqa: E402
+from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel  # noqa: E402
+
+# Student messages of chat length (written for this benchmark), 14-30 tokens each.
+MESSAGES = [
+    "I don't understand why my for loop runs one extra time at the end of the list.",
+    "Can you show me another example of how to find the derivative of a product of two functions?",
+    "I'm really nervous about the calculus exam on Friday because I still mix up the chain rule.",
+    "Thanks, that hint about drawing the triangle first helped a lot with the geometry proof.",
+    "Why does Python say that the variable is not defined when I clearly defined it above?",
+    "Ugh, the compiler error message makes no sense at all and I am getting really annoyed.",
+    "What is the difference between weather and climate? My teacher said they are not the same.",
+    "I was confused about matrices yesterday but today it suddenly clicked and I feel confident.",
+    "This is the third time I got the same wrong answer and I honestly want to give up.",
+    "Could you check my essay introduction and tell me whether the thesis is clear enough?",
+    "Wow, I finally solved the recursion problem on my own, that feels amazing!",
+    "I have no idea where to even start with this probability question about two dice.",
+    "My code works on my laptop but the autograder says it times out on the last test.",
+    "Is it okay to use the quadratic formula here or do you want me to factor it?",
+    "I'm so tired, I've been studying organic chemistry for six hours and nothing sticks.",
+    "Sorry for asking again, but what does it mean when a function is called pure?",
+]
+
+
+def dequantized(int8_path: Path, out: Path) -> bool:
+    """Write the float32 twin of an ``quantize_dynamic`` graph; False without the onnx package.
+
+    Each ``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(x_scale * w_scale)`` chain
+    becomes one ``MatMul(x, (W_q - W_zp) * w_scale)``; nodes nothing reads any more are dropped.
+    """
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:
+        return False
+    model = onnx.load(str(int8_path))
+    g = model.graph
+    init = {i.name: i for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    replaced: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for n in g.node:
+        if n.op_type != "MatMulInteger":
+            continue
+        xq, wq, _xzp, wzp = n.input
+        (cast,) = readers[n.output[0]]
+        (mul,) = readers[cast.output[0]]
+        scales = producer[next(i for i in mul.input if i != cast.output[0])]
+        w_scale = next(i for i in scales.input if i in init)
+        w = (numpy_helper.to_array(init[wq]).astype(np.float32) - numpy_helper.to_array(init[wzp])) * (
+            numpy_helper.to_array(init[w_scale]).astype(np.float32)
+        )
+        g.initializer.append(numpy_helper.from_array(w.astype(np.float32), f"{wq}_fp32"))
+        x = producer[xq].input[0]  # the DynamicQuantizeLinear's float input
+        replaced[id(n)] = helper.make_node("MatMul", [x, f"{wq}_fp32"], [mul.output[0]], name=f"{n.name}_fp32")
+        dropped |= {id(cast), id(mul)}
+    nodes = [replaced.get(id(n), n) for n in g.node if id(n) not in dropped]
+    needed = {o.name for o in g.output}
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed |= set(n.input)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    used = [i for i in g.initializer if i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(used)
+    onnx.save(model, str(out))
+    return True
+
+
+def per_text_ms(model: EmotionModel, batch: int, seconds: float) -> float:
+    groups = [[MESSAGES[(k + j) % len(MESSAGES)] for j in range(batch)] for k in range(len(MESSAGES))]
+    for g in groups:
+        model.infer_all(g)
+    texts, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall0 < seconds:
+        for g in groups:
+            model.infer_all(g)
+            texts += len(g)
+    return (time.process_time() - cpu0) * 1000 / texts
+
+
+def batch_effect(model: EmotionModel, batch: int) -> tuple[float, int]:
+    """(largest |dprob| over all texts and labels, primary labels changed) in batches vs alone."""
+    alone = np.concatenate([model.probabilities(model.infer_all([m])[0]) for m in MESSAGES])
+    batched = np.concatenate(
+        [model.probabilities(model.infer_all(MESSAGES[k : k + batch])[0]) for k in range(0, len(MESSAGES), batch)]
+    )
+    changed = int((alone.argmax(axis=1) != batched.argmax(axis=1)).sum())
+    return float(np.abs(alone - batched).max()), changed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=3.0, help="seconds per format and batch size")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    args = ap.parse_args()
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    print(f"machine: {machine()}")
+    print(f"CPU: AVX2 {'yes' if 'avx2' in flags else 'no'}, AVX-512 VNNI {'yes' if 'avx512_vnni' in flags else 'no'}")
+    models = {"int8": EmotionModel(intra_op_threads=1, prefer_gpu=False)}
+    with tempfile.TemporaryDirectory(prefix="masterx-fp32-") as tmp:
+        fp32 = Path(tmp) / "emotion.fp32.onnx"
+        if dequantized(Path(DEFAULT_MODEL_DIR) / models["int8"].meta["onnx_file"], fp32):
+            models["fp32"] = EmotionModel(intra_op_threads=1, prefer_gpu=False, model_file=str(fp32))
+        else:
+            print("fp32: skipped (pip install onnx, or the train extra)")
+        header = " | ".join(f"batch {b}" for b in args.batches)
+        print(f"\n| format | CPU ms per text: {header} | batch of 8 vs alone: max abs dprob | primary changed |")
+        print("|---|" + "---|" * len(args.batches) + "---|---|")
+        for name, model in models.items():
+            ms = [per_text_ms(model, b, args.seconds) for b in args.batches]
+            dprob, changed = batch_effect(model, 8)
+            cells = " | ".join(f"{v:.2f}" for v in ms)
+            print(f"| {name} | {cells} | {dprob:.4f} | {changed}/{len(MESSAGES)} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
