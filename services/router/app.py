@@ -158,7 +158,9 @@ class RouterApp(ServiceApp):
             breakers=self.breakers,
             sessions=SessionStore(self.redis, key_prefix=prefix, ttl_seconds=self.cfg.session_ttl_seconds),
             book=self.book,
-            ledger=CostLedger(self.mongo.db, self.redis, key_prefix=prefix),
+            ledger=CostLedger(
+                self.mongo.db, self.redis, key_prefix=prefix, flush_seconds=self.cfg.ledger_flush_seconds
+            ),
             limiter=RateLimiter(self.redis, {s.name: (s.rpm, s.tpm) for s in self.specs}, key_prefix=prefix),
             detector=self.detector,
             emotion=self.emotion,

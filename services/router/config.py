@@ -248,3 +248,10 @@ class RouterSettings:
         "Spend per provider per UTC day for providers without their own `daily_budget_usd` (0 = unlimited).",
         minimum=0,
     )
+    ledger_flush_seconds: float = env(
+        "ROUTER_LEDGER_FLUSH_SECONDS",
+        1.0,
+        "How long answered requests' charges wait in memory before one batched MongoDB write (budget "
+        "checks and GetCosts count the waiting ones; a crash loses at most this much of the ledger).",
+        minimum=0.01,
+    )
