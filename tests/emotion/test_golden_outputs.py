@@ -11,6 +11,18 @@ numerics change inside the int8 jitter: GoEmotions dev macro-F1 0.5361 -> 0.5363
 model or a parameter file changes on purpose:
 
     .venv/bin/python -m tests.emotion.test_golden_outputs --write
+
+**One recording per numeric platform.** onnxruntime's int8 and float kernels differ by instruction
+set (AVX2 without VNNI sums int8 products pairwise in saturating 16-bit steps; its exp/erf
+approximations differ from AVX-512's), and dynamic activation quantization turns those last-bit
+differences into visible ones: the same model gave probabilities up to 0.06 apart on an AVX2-only
+VM and on the VM that recorded ``golden_outputs.json``. So ``data/`` holds one file per platform
+(``golden_outputs.json``, ``golden_outputs.<isa>.json``), and the tests compare exactly against
+the one whose *probe* matches this machine: the raw onnxruntime logits of the first texts,
+turned into probabilities here (not by the engine), to 1e-6. Serving code under test is not in
+the probe, so a refactor that moves numbers still fails. On a platform with no recording the
+predictions are compared with CROSS_PLATFORM_TOLERANCE instead and the result cases are skipped
+(``--write`` records one for the platform).
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import math
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +44,15 @@ from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel, Prediction
 from services.emotion.learning import LearningParams, StudentContext, load_params
 from services.emotion.result import ResultBuilder
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden_outputs.json"
+DATA = Path(__file__).resolve().parent / "data"
+GOLDEN = DATA / "golden_outputs.json"
 PARAM_FILES = ("learning_v1.json", "learning_v2.json")
 TOLERANCE = 1e-6
+#: Largest probability difference allowed between numeric platforms (measured: 0.060 between an
+#: AVX2-only VM and the recording one), and the share of texts whose primary label must agree.
+CROSS_PLATFORM_TOLERANCE = 0.1
+CROSS_PLATFORM_PRIMARY_AGREEMENT = 0.9
+PROBE_TEXTS = 3
 
 TEXTS = [
     "I don't understand why my for loop runs one extra time at the end of the list.",
@@ -169,13 +188,47 @@ def assert_close(got: Any, want: Any, where: str = "") -> None:
         raise AssertionError(f"{where}: unexpected golden value {want!r}")
 
 
-@pytest.fixture(scope="module")
-def golden(model_dir: Path) -> dict[str, Any]:
-    doc = json.loads(GOLDEN.read_text(encoding="utf-8"))
-    meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
-    if meta["model_version"] != doc["model_version"]:
-        pytest.skip(f"golden outputs are for {doc['model_version']}, the model is {meta['model_version']}")
-    return doc
+def isa() -> str:
+    """The instruction-set family that decides onnxruntime's CPU kernels (for file names)."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    for name in ("avx512_vnni", "avx512f", "avx2"):
+        if name in flags:
+            return name
+    return platform.machine() or "unknown"
+
+
+def probe(model: EmotionModel) -> list[list[float]]:
+    """Probabilities of the first texts straight from the onnxruntime session (not the engine)."""
+    out = []
+    for text in TEXTS[:PROBE_TEXTS]:
+        ids = np.array([model.tokenizer.encode(text).ids], dtype=np.int64)
+        (logits,) = model.session.run([model._out_logits], {model._in_ids: ids, model._in_mask: np.ones_like(ids)})
+        z = np.clip(np.asarray(logits, dtype=np.float32)[0] / np.float32(model.temperature), -60.0, 60.0)
+        out.append((1.0 / (1.0 + np.exp(-z))).tolist())
+    return out
+
+
+def recordings(model_version: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The golden files for this model version, the original recording first."""
+    files = [GOLDEN, *sorted(p for p in DATA.glob("golden_outputs.*.json"))]
+    docs = [(p, json.loads(p.read_text(encoding="utf-8"))) for p in files if p.exists()]
+    return [(p, d) for p, d in docs if d["model_version"] == model_version]
+
+
+def matches(doc: dict[str, Any], probed: list[list[float]]) -> bool:
+    want = [p["probabilities"] for p in doc["per_text"][:PROBE_TEXTS]]
+    return all(
+        math.isclose(g, w, rel_tol=0.0, abs_tol=TOLERANCE)
+        for gs, ws in zip(probed, want, strict=True)
+        for g, w in zip(gs, ws, strict=True)
+    )
+
+
+@dataclasses.dataclass
+class Golden:
+    doc: dict[str, Any]
+    exact: bool  # recorded on this machine's numeric platform
+    path: Path
 
 
 @pytest.fixture(scope="module")
@@ -183,17 +236,53 @@ def model(model_dir: Path) -> EmotionModel:
     return EmotionModel(model_dir, intra_op_threads=1, prefer_gpu=False)
 
 
-def test_golden_texts_are_the_test_texts(golden: dict[str, Any]) -> None:
-    assert golden["texts"] == TEXTS
+@pytest.fixture(scope="module")
+def golden(model_dir: Path, model: EmotionModel) -> Golden:
+    found = recordings(model.model_version)
+    if not found:
+        pytest.skip(f"no golden outputs for {model.model_version}")
+    probed = probe(model)
+    for path, doc in found:
+        if matches(doc, probed):
+            return Golden(doc, True, path)
+    return Golden(found[0][1], False, found[0][0])
 
 
-def test_per_text_predictions_match(model: EmotionModel, golden: dict[str, Any]) -> None:
-    assert golden["per_text"][-1]["truncated"] is True  # the long text is in the set
+def assert_near(got: list[Prediction], want: list[dict[str, Any]], where: str) -> None:
+    """Another numeric platform's recording: probabilities within CROSS_PLATFORM_TOLERANCE, and
+    the primary label agreeing for most texts."""
+    worst = max(
+        abs(g - w)
+        for p, q in zip(got, want, strict=True)
+        for g, w in zip(p.probabilities, q["probabilities"], strict=True)
+    )
+    assert worst <= CROSS_PLATFORM_TOLERANCE, f"{where}: probabilities {worst:.4f} from the recording"
+    agree = sum(p.primary_label == q["primary_label"] for p, q in zip(got, want, strict=True)) / len(want)
+    assert agree >= CROSS_PLATFORM_PRIMARY_AGREEMENT, f"{where}: primary label agrees for {agree:.0%}"
+
+
+def test_golden_texts_are_the_test_texts(golden: Golden) -> None:
+    for _, doc in recordings(golden.doc["model_version"]):
+        assert doc["texts"] == TEXTS
+
+
+def test_probe_is_what_the_engine_predicts(model: EmotionModel) -> None:
+    """The probe stands for the platform only if it computes what the engine does."""
+    got = [p.probabilities for p in model.predict(TEXTS[:PROBE_TEXTS])]
+    for g, w in zip(got, probe(model), strict=True):
+        assert max(abs(a - b) for a, b in zip(g, w, strict=True)) <= TOLERANCE
+
+
+def test_per_text_predictions_match(model: EmotionModel, golden: Golden) -> None:
+    assert golden.doc["per_text"][-1]["truncated"] is True  # the long text is in the set
     batch = model.predict(TEXTS)
     singles = [model.predict([t])[0] for t in TEXTS]
     assert batch == singles  # per-text mode: grouping never changes a result
+    if not golden.exact:
+        assert_near(batch, golden.doc["per_text"], f"per_text (against {golden.path.name}, another platform)")
+        return
     for i, p in enumerate(batch):
-        assert_close(_prediction_doc(p), golden["per_text"][i], f"per_text[{i}]")
+        assert_close(_prediction_doc(p), golden.doc["per_text"][i], f"per_text[{i}]")
 
 
 def test_prediction_field_types(model: EmotionModel) -> None:
@@ -219,18 +308,24 @@ def test_per_text_noisy_or_is_the_numpy_rule_bit_for_bit(model: EmotionModel) ->
         assert model._noisy_or(probs[i].tolist()) == want[i].tolist()
 
 
-def test_padded_predictions_match(model_dir: Path, golden: dict[str, Any]) -> None:
+def test_padded_predictions_match(model_dir: Path, golden: Golden) -> None:
     padded = EmotionModel(model_dir, intra_op_threads=1, prefer_gpu=False, batch_invariant=False)
-    for i, p in enumerate(padded.predict(TEXTS[:8])):
-        assert_close(_prediction_doc(p), golden["padded"][i], f"padded[{i}]")
+    preds = padded.predict(TEXTS[:8])
+    if not golden.exact:
+        assert_near(preds, golden.doc["padded"], f"padded (against {golden.path.name}, another platform)")
+        return
+    for i, p in enumerate(preds):
+        assert_close(_prediction_doc(p), golden.doc["padded"][i], f"padded[{i}]")
 
 
-def test_results_match(model: EmotionModel, golden: dict[str, Any]) -> None:
+def test_results_match(model: EmotionModel, golden: Golden) -> None:
+    if not golden.exact:
+        pytest.skip(f"no golden outputs recorded on this CPU's numeric platform ({isa()}): --write records one")
     builder = ResultBuilder(model, model.labels)
     params = _params(model)
     preds = dict(zip(TEXTS, model.predict(TEXTS), strict=True))
-    assert len(golden["cases"]) == 2 * len(TEXTS)
-    for i, case in enumerate(golden["cases"]):
+    assert len(golden.doc["cases"]) == 2 * len(TEXTS)
+    for i, case in enumerate(golden.doc["cases"]):
         for name, want in case["results"].items():
             got = _result_doc(builder, preds[case["text"]], _ctx(case["context"]), params[name])
             assert_close(got, want, f"cases[{i}]({name})")
@@ -238,14 +333,25 @@ def test_results_match(model: EmotionModel, golden: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help=f"record the current outputs to {GOLDEN}")
-    ap.add_argument("--out", type=Path, default=GOLDEN)
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="record the current outputs: over the recording this machine's probe matches, else to a new "
+        "golden_outputs.<isa>.json",
+    )
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if not args.write:
         ap.error("nothing to do (--write)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(dumps(record()), encoding="utf-8")
-    print(f"wrote {args.out}")
+    out = args.out
+    if out is None:
+        model = EmotionModel(DEFAULT_MODEL_DIR, intra_op_threads=1, prefer_gpu=False)
+        probed = probe(model)
+        same = [p for p, d in recordings(model.model_version) if matches(d, probed)]
+        out = same[0] if same else DATA / f"golden_outputs.{isa()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dumps(record()), encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
