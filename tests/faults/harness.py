@@ -32,7 +32,11 @@ from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel, health_status
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
+from services.router.config import RouterSettings
 from tests.gateway.system import emotion_model_dir
+
+#: The router ledger's default flush interval (charges reach MongoDB or the outbox at most this late).
+LEDGER_FLUSH_S: float = RouterSettings.ledger_flush_seconds
 
 CHAT_USER = "fault-chat-"
 STUDENT = "fault-student-"
@@ -232,7 +236,12 @@ def health(system: LocalSystem, name: str) -> dict[str, Any]:
 
 
 def wait_outboxes_empty(system: LocalSystem, names: tuple[str, ...], timeout: float) -> dict[str, Any]:
-    """Poll each service's /health until every outbox it has reports nothing pending; the last stats."""
+    """Poll each service's /health until every outbox it has reports nothing pending; the last stats.
+
+    First waits one router ledger flush (ROUTER_LEDGER_FLUSH_SECONDS, as the system runs it): the
+    last answers' charges wait in the router's memory until then, before they reach its outbox.
+    """
+    time.sleep(float(system.base_env.get("ROUTER_LEDGER_FLUSH_SECONDS", LEDGER_FLUSH_S)) + 0.3)
     deadline = time.monotonic() + timeout
     stats: dict[str, Any] = {}
     while time.monotonic() < deadline:
