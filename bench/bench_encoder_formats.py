@@ -15,7 +15,7 @@ served, with the service's own session options (``EmotionModel``):
   package of the ``train`` extra, the row is skipped without it).
 
 For each: CPU ms per text at each batch size over the messages below (padded batches of
-neighbouring messages, as the micro-batcher forms them), and, for batches of 8, the largest
+neighbouring messages of ``bench_emotion.py``, as the micro-batcher forms them), and, for batches of 8, the largest
 change of any emotion probability against the same text run alone and how many primary labels
 change. Also prints whether the CPU has AVX-512 VNNI (int8 dot products), which decides how far
 int8 is ahead of float32.
@@ -34,28 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from masterx_runtime.testing.benchstats import machine  # noqa: E402
-from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel  # noqa: E402
+from bench_emotion import MESSAGES  # noqa: E402  (the emotion benchmark's chat messages)
 
-# Student messages of chat length (written for this benchmark), 14-30 tokens each.
-MESSAGES = [
-    "I don't understand why my for loop runs one extra time at the end of the list.",
-    "Can you show me another example of how to find the derivative of a product of two functions?",
-    "I'm really nervous about the calculus exam on Friday because I still mix up the chain rule.",
-    "Thanks, that hint about drawing the triangle first helped a lot with the geometry proof.",
-    "Why does Python say that the variable is not defined when I clearly defined it above?",
-    "Ugh, the compiler error message makes no sense at all and I am getting really annoyed.",
-    "What is the difference between weather and climate? My teacher said they are not the same.",
-    "I was confused about matrices yesterday but today it suddenly clicked and I feel confident.",
-    "This is the third time I got the same wrong answer and I honestly want to give up.",
-    "Could you check my essay introduction and tell me whether the thesis is clear enough?",
-    "Wow, I finally solved the recursion problem on my own, that feels amazing!",
-    "I have no idea where to even start with this probability question about two dice.",
-    "My code works on my laptop but the autograder says it times out on the last test.",
-    "Is it okay to use the quadratic formula here or do you want me to factor it?",
-    "I'm so tired, I've been studying organic chemistry for six hours and nothing sticks.",
-    "Sorry for asking again, but what does it mean when a function is called pure?",
-]
+from masterx_runtime.testing.benchstats import cpu_flags, machine  # noqa: E402
+from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel  # noqa: E402
 
 
 def dequantized(int8_path: Path, out: Path) -> bool:
@@ -137,7 +119,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per format and batch size")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
     args = ap.parse_args()
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    flags = cpu_flags()
     print(f"machine: {machine()}")
     print(f"CPU: AVX2 {'yes' if 'avx2' in flags else 'no'}, AVX-512 VNNI {'yes' if 'avx512_vnni' in flags else 'no'}")
     models = {"int8": EmotionModel(intra_op_threads=1, prefer_gpu=False)}

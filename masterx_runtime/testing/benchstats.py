@@ -34,6 +34,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Instruction sets that decide which of onnxruntime's CPU kernels run, widest first.
+KERNEL_ISAS = ("avx512_vnni", "avx512f", "avx2")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()
+
+
+def kernel_isa() -> str:
+    """The widest of KERNEL_ISAS this CPU has (else the platform's machine name)."""
+    flags = cpu_flags()
+    return next((name for name in KERNEL_ISAS if name in flags), platform.machine() or "unknown")
+
+
 def machine() -> str:
     """One line: CPU, usable cores, load average now, Python version."""
     load = os.getloadavg()

@@ -31,7 +31,6 @@ import argparse
 import dataclasses
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from masterx_runtime.testing.benchstats import kernel_isa
 from services.emotion.config import SERVICE_DIR
 from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel, Prediction
 from services.emotion.learning import LearningParams, StudentContext, load_params
@@ -188,15 +188,6 @@ def assert_close(got: Any, want: Any, where: str = "") -> None:
         raise AssertionError(f"{where}: unexpected golden value {want!r}")
 
 
-def isa() -> str:
-    """The instruction-set family that decides onnxruntime's CPU kernels (for file names)."""
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    for name in ("avx512_vnni", "avx512f", "avx2"):
-        if name in flags:
-            return name
-    return platform.machine() or "unknown"
-
-
 def probe(model: EmotionModel) -> list[list[float]]:
     """Probabilities of the first texts straight from the onnxruntime session (not the engine)."""
     out = []
@@ -320,7 +311,7 @@ def test_padded_predictions_match(model_dir: Path, golden: Golden) -> None:
 
 def test_results_match(model: EmotionModel, golden: Golden) -> None:
     if not golden.exact:
-        pytest.skip(f"no golden outputs recorded on this CPU's numeric platform ({isa()}): --write records one")
+        pytest.skip(f"no golden outputs recorded on this CPU's numeric platform ({kernel_isa()}): --write records one")
     builder = ResultBuilder(model, model.labels)
     params = _params(model)
     preds = dict(zip(TEXTS, model.predict(TEXTS), strict=True))
@@ -348,7 +339,7 @@ def main() -> None:
         model = EmotionModel(DEFAULT_MODEL_DIR, intra_op_threads=1, prefer_gpu=False)
         probed = probe(model)
         same = [p for p, d in recordings(model.model_version) if matches(d, probed)]
-        out = same[0] if same else DATA / f"golden_outputs.{isa()}.json"
+        out = same[0] if same else DATA / f"golden_outputs.{kernel_isa()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dumps(record()), encoding="utf-8")
     print(f"wrote {out}")
