@@ -213,4 +213,11 @@ class RouterApp(ServiceApp):
             details["breakers"] = {n: v.state for n, v in self.breakers.views.items()}
         details["scores"] = "benchmark" if self.book.last_refresh else "priors"
         details["priors_version"] = self.priors.version
+        if self._router is not None:
+            # charges of answered requests not yet handed to the ledger's outbox (at most one flush
+            # interval old); the outbox's own backlog is under "outboxes"
+            details["ledger"] = {
+                "queued_charges": self._router.ledger.queued,
+                "flush_seconds": self._router.ledger.flush_seconds,
+            }
         return details

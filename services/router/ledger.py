@@ -127,6 +127,11 @@ class CostLedger:
     def _provider_key(self, day: str, provider: str) -> str:
         return f"{self.prefix}{day}:p:{provider}"
 
+    @property
+    def queued(self) -> int:
+        """Charges still in this process's memory: queued, or in a batch not yet handed to the outbox."""
+        return len(self._pending) + sum(len(b) for b in self._writing)
+
     def submit(self, charge: Charge, ts: float | None = None) -> None:
         """Queue one answered request for the next flush (never blocks the request)."""
         self._pending.append((charge, time.time() if ts is None else ts))

@@ -32,11 +32,7 @@ from masterx.router.v1 import router_pb2, router_pb2_grpc
 from masterx_runtime.clients import channel, health_status
 from masterx_runtime.launcher import LocalSystem
 from masterx_runtime.testing.fake_llm import FakeLLMServer, ProviderBehavior
-from services.router.config import RouterSettings
 from tests.gateway.system import emotion_model_dir
-
-#: The router ledger's default flush interval (charges reach MongoDB or the outbox at most this late).
-LEDGER_FLUSH_S: float = RouterSettings.ledger_flush_seconds
 
 CHAT_USER = "fault-chat-"
 STUDENT = "fault-student-"
@@ -227,7 +223,11 @@ async def wait_serving(addr: str, service: str, timeout: float) -> float:
 
 
 def health(system: LocalSystem, name: str) -> dict[str, Any]:
-    port = system.ports[f"{name}-metrics"]
+    return health_at(system.ports[f"{name}-metrics"])
+
+
+def health_at(port: int) -> dict[str, Any]:
+    """A service's /health document by its metrics port ({} when it does not answer)."""
     try:
         r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=3)
         return dict(r.json())
@@ -235,20 +235,25 @@ def health(system: LocalSystem, name: str) -> dict[str, Any]:
         return {}
 
 
-def wait_outboxes_empty(system: LocalSystem, names: tuple[str, ...], timeout: float) -> dict[str, Any]:
-    """Poll each service's /health until every outbox it has reports nothing pending; the last stats.
+def wait_outboxes_empty(
+    system: LocalSystem, names: tuple[str, ...], timeout: float, more_ports: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """Poll each service's /health until nothing is left to store; the last stats.
 
-    First waits one router ledger flush (ROUTER_LEDGER_FLUSH_SECONDS, as the system runs it): the
-    last answers' charges wait in the router's memory until then, before they reach its outbox.
+    Nothing left: every outbox reports nothing pending and, for the router, its ledger holds no
+    charges in memory (``ledger.queued_charges``: answered requests wait there up to one
+    ROUTER_LEDGER_FLUSH_SECONDS before they reach the outbox). ``more_ports``: metrics ports of
+    processes the system did not start (a second replica), checked the same way.
     """
-    time.sleep(float(system.base_env.get("ROUTER_LEDGER_FLUSH_SECONDS", LEDGER_FLUSH_S)) + 0.3)
     deadline = time.monotonic() + timeout
     stats: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        stats = {n: health(system, n).get("outboxes", {}) for n in names}
-        if all(box.get("pending", 1) == 0 for boxes in stats.values() for box in boxes.values()):
+        docs = {n: health(system, n) for n in names} | {f"port {p}": health_at(p) for p in more_ports}
+        stats = {n: d.get("outboxes", {}) for n, d in docs.items()}
+        queued = sum(int(d.get("ledger", {}).get("queued_charges", 0)) for d in docs.values())
+        if not queued and all(box.get("pending", 1) == 0 for boxes in stats.values() for box in boxes.values()):
             return stats
-        time.sleep(0.3)
+        time.sleep(0.2)
     return stats
 
 

@@ -92,8 +92,7 @@ async def test_one_of_three_providers_failing_costs_clients_nothing(tmp_path: Pa
                 async for _ in stub.GenerateStream(req, timeout=10):
                     pass
         fake_llm.configure(other, fake_llm.behavior(other), error="none")
-        await asyncio.to_thread(wait_outboxes_empty, system, ("router",), 20)
-        await asyncio.sleep(0.5)  # replica 2's last ledger batch as well (wait_outboxes_empty waited one flush)
+        await asyncio.to_thread(wait_outboxes_empty, system, ("router",), 20, (metrics2,))
         rows = account(system.base_env["MONGO_URL"], load)
         client: MongoClient[dict[str, Any]]
         with MongoClient(system.base_env["MONGO_URL"]) as client:

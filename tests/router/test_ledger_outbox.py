@@ -31,13 +31,15 @@ async def _daily_requests(client: AsyncMongoClient[dict[str, Any]], db: str) -> 
 async def test_replayed_batch_counts_once(tmp_path: Path, mongo_url: str, redis_url: str, mongo_db_name: str) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     redis = aioredis.from_url(redis_url)
-    ledger = CostLedger(client[mongo_db_name], redis, key_prefix=f"{mongo_db_name}:")
+    ledger = CostLedger(client[mongo_db_name], redis, key_prefix=f"{mongo_db_name}:", flush_seconds=60)
     await ledger.outbox.close()  # the default one (temp folder): this test keeps its files in tmp_path
     ledger.outbox = Outbox("ledger-test", ledger._store, key=mongo_db_name, cfg=outbox_cfg(tmp_path))
     try:
         for i in range(3):
             ledger.submit(charge(i))
+        assert ledger.queued == 3  # in memory until the flush (reported on the router's /health)
         await ledger.flush()
+        assert ledger.queued == 0
         assert await client[mongo_db_name][LEDGER].count_documents({}) == 3
         # The reply of a stored batch was lost, so the outbox replays it: nothing is counted twice.
         docs = [d async for d in client[mongo_db_name][LEDGER].find({})]

@@ -442,6 +442,7 @@ async def test_health_is_serving_only_after_stores_connect(fake: FakeLLMServer, 
         status = await health.Check(health_pb2.HealthCheckRequest(service="masterx.router.v1.RouterService"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         assert app.health_details()["breakers"] == {"smart": "closed", "thrifty": "closed"}
+        assert app.health_details()["ledger"]["queued_charges"] == 0
     broken = RouterApp(
         {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_CONNECT_TIMEOUT_SECONDS": "0.5"}
     )
