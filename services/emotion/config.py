@@ -23,8 +23,9 @@ class EmotionSettings:
     params_path: str = env(
         "EMOTION_PARAMS_PATH",
         "",
-        "Learning-state / readiness / intervention parameter file, JSON with a `version` "
-        "(empty = the shipped `services/emotion/params/learning_v2.json`).",
+        "Learning-state / readiness / intervention parameter file, JSON with a `version` (empty = the "
+        "model folder's own `learning_v2.json` if it has one (its urgency cut points are fitted on that "
+        "model's heads), else the shipped `services/emotion/params/learning_v2.json`).",
     )
     max_text_bytes: int = env(
         "EMOTION_MAX_TEXT_BYTES",
@@ -189,4 +190,7 @@ class EmotionSettings:
 
     @property
     def params_file(self) -> Path:
-        return Path(self.params_path) if self.params_path else DEFAULT_PARAMS_PATH
+        if self.params_path:
+            return Path(self.params_path)
+        own = self.model_path / DEFAULT_PARAMS_PATH.name
+        return own if own.is_file() else DEFAULT_PARAMS_PATH

@@ -109,7 +109,7 @@ def _copy_model(src: Path, dst: Path) -> Path:
     for f in src.iterdir():
         if f.is_file():
             if f.suffix == ".onnx":
-                (out / f.name).symlink_to(f)
+                (out / f.name).symlink_to(f.resolve())
             else:
                 shutil.copy(f, out / f.name)
     return out

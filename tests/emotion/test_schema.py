@@ -45,7 +45,7 @@ async def test_analyze_result_has_every_field(emotion: Emotion) -> None:
     )
     assert 0.0 <= r.intervention.score <= 1.0
     assert r.intervention.level == common_pb2.InterventionLevel.Value(
-        f"INTERVENTION_LEVEL_{app.params.intervention.level(r.intervention.score).upper()}"
+        f"INTERVENTION_LEVEL_{app.params.intervention_level(r.intervention.score, context_given=False).upper()}"
     )
     assert r.model_version == f"{info.model_version}+{info.parameters_version}"
     assert r.latency_ms > 0

@@ -92,7 +92,8 @@ def write_tiny_data(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # trains a model
-def test_pipeline_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layers", [None, 2], ids=["6-layers", "2-layers"])
+def test_pipeline_end_to_end(tmp_path: Path, layers: int | None) -> None:
     import onnx
     import onnxruntime as ort
 
@@ -122,6 +123,7 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
             "3",
             "--quant-calib-sentences",
             "4",
+            *(["--layers", str(layers)] if layers else []),
         ]
     )
     assert rc == 0
@@ -141,9 +143,18 @@ def test_pipeline_end_to_end(tmp_path: Path) -> None:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for b, s in ((1, 5), (3, 11)):
             ids = np.full((b, s), 1000, dtype=np.int64)
-            lo, pad = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            lo, pad = sess.run(["emotion_logits", "pad"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
             assert lo.shape == (b, 28) and pad.shape == (b, 3)
             assert np.all((pad >= 0) & (pad <= 1))
+
+    meta = json.loads((out / "model.json").read_text())
+    depth = layers or 6
+    assert meta["encoder_layers"] == depth and meta["model_version"].startswith(f"emotion-minilm-l{depth}-")
+    assert meta["features_layers"] == list(range(max(0, depth - 4), depth))
+    feats = ort.InferenceSession(str(out / "emotion.int8.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.full((2, 7), 1000, dtype=np.int64)
+    (f,) = feats.run(["features"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    assert f.shape == (2, 384 * len(meta["features_layers"]))
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["targets"]) == {

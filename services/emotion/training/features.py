@@ -21,18 +21,35 @@ from pathlib import Path
 
 from ..heads import FEATURES_OUTPUT
 
-DEFAULT_LAYERS = (2, 3, 4, 5)
+DEFAULT_LAYERS = (2, 3, 4, 5)  # the 6-layer encoder's; in general the last four (default_layers)
 HIDDEN = 384
 # Tensor names of the torch.onnx export of EmotionNet (services/emotion/training/model.py).
 _LAYER_OUT = "/encoder/encoder/layer.{}/output/LayerNorm/LayerNormalization_output_0"
 _MASK = "/Cast_output_0"  # attention mask as float [B, S, 1]
-_AXES = "/encoder/Constant_13_output_0"  # ReduceSum over the sequence axis
+_AXES = "/features/axes"  # ReduceSum over the sequence axis (an initializer added here: the
+# export's own constant for it is numbered differently for each encoder depth)
 _COUNT = "/Clip_output_0"  # number of real tokens, clipped at 1e-6
 _POOLED = "/Div_output_0"  # pooled last layer (input of the emotion and PAD heads)
 
 
-def add_features_output(src: Path, dst: Path, layers: Sequence[int] = DEFAULT_LAYERS) -> None:
-    """Write ``dst``: ``src`` plus the ``features`` output (pooled layers, concatenated)."""
+def default_layers(num_layers: int) -> tuple[int, ...]:
+    """The layers the heads read: the encoder's last four (all of them when it has fewer)."""
+    return tuple(range(max(0, num_layers - 4), num_layers))
+
+
+def encoder_layers(produced: set[str]) -> int:
+    """Number of transformer layers of an EmotionNet export (from its tensor names)."""
+    n = 0
+    while _LAYER_OUT.format(n) in produced:
+        n += 1
+    return n
+
+
+def add_features_output(src: Path, dst: Path, layers: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Write ``dst``: ``src`` plus the ``features`` output (pooled layers, concatenated).
+
+    ``layers`` default: the encoder's last four (``default_layers``). Returns the layers used.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -40,11 +57,14 @@ def add_features_output(src: Path, dst: Path, layers: Sequence[int] = DEFAULT_LA
     graph = model.graph
     if any(o.name == FEATURES_OUTPUT for o in graph.output):
         raise ValueError(f"{src} already has a {FEATURES_OUTPUT!r} output")
+    graph.initializer.append(helper.make_tensor(_AXES, TensorProto.INT64, [1], [1]))
     produced = {t for n in graph.node for t in n.output} | {i.name for i in graph.initializer}
+    top = encoder_layers(produced) - 1
+    layers = tuple(layers) if layers is not None else default_layers(top + 1)
     last = max(layers)
     blocks: list[str] = []
     for layer in layers:
-        if layer == last and _POOLED in produced and layer == 5:
+        if layer == last and _POOLED in produced and layer == top:
             blocks.append(_POOLED)
             continue
         hidden = _LAYER_OUT.format(layer)
@@ -66,6 +86,7 @@ def add_features_output(src: Path, dst: Path, layers: Sequence[int] = DEFAULT_LA
     )
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
+    return layers
 
 
 def check_unchanged(src: Path, dst: Path, texts: Sequence[str], tokenizer: Path) -> float:
@@ -90,11 +111,11 @@ def check_unchanged(src: Path, dst: Path, texts: Sequence[str], tokenizer: Path)
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m services.emotion.training.features", description=__doc__)
     ap.add_argument("--model", type=Path, required=True, help="ONNX file to extend (rewritten in place)")
-    ap.add_argument("--layers", default=",".join(map(str, DEFAULT_LAYERS)), help="transformer layers to pool")
+    ap.add_argument("--layers", default="", help="transformer layers to pool (default: the last four)")
     ap.add_argument("--tokenizer", type=Path, default=None, help="default: tokenizer.json next to --model")
     args = ap.parse_args(argv)
     tmp = args.model.with_suffix(".features.onnx")
-    add_features_output(args.model, tmp, [int(x) for x in args.layers.split(",")])
+    layers = add_features_output(args.model, tmp, [int(x) for x in args.layers.split(",")] if args.layers else None)
     diff = check_unchanged(
         args.model,
         tmp,
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp.unlink()
         raise SystemExit(f"emotion outputs changed by {diff}; not replacing {args.model}")
     tmp.replace(args.model)
-    print(f"{args.model}: added {FEATURES_OUTPUT!r} (layers {args.layers}); emotion outputs unchanged")
+    used = ", ".join(map(str, layers))
+    print(f"{args.model}: added {FEATURES_OUTPUT!r} (layers {used}); emotion outputs unchanged")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # sklearn's lbfgs is 10x slower w
 
 from ..heads import CATEGORIES, FOLLOWUP, HEAD_LABELS, normalize_blocks
 from .calibrate import prf, sigmoid
+from .card import model_dir_name
 from .features import DEFAULT_LAYERS
 
 TEAM_DIR = Path(__file__).resolve().parents[2] / "router" / "training" / "data"
@@ -455,7 +456,9 @@ def served_cut_points(
     }
 
 
-def write_cut_points(params_path: Path, served: dict, heads_version: str) -> None:
+def write_cut_points(
+    params_path: Path, served: dict, heads_version: str, model_dir: str = "services/emotion/model"
+) -> None:
     """Put the served-score cut points into the parameter file (intervention.cut_points)."""
     raw = params_path.read_text(encoding="utf-8")
     doc = json.loads(raw)
@@ -463,7 +466,7 @@ def write_cut_points(params_path: Path, served: dict, heads_version: str) -> Non
     iv = doc["intervention"]
     iv["cut_points"] = [cuts["low"], cuts["medium"], cuts["high"], cuts["critical"]]
     iv["cut_points_source"] = (
-        f"services/emotion/model/heads_metrics.json (urgency.served, heads {heads_version}): chosen on the "
+        f"{model_dir}/heads_metrics.json (urgency.served, heads {heads_version}): chosen on the "
         "intervention score as served without caller context (this file's emotion and PAD shifts on the "
         "leave-one-course-out P(urgent)) of the 3,503 coded UPenn forum posts"
     )
@@ -474,7 +477,7 @@ def write_cut_points(params_path: Path, served: dict, heads_version: str) -> Non
         f"at which 75% of flagged posts are urgent (precision {at['high']['precision']:.2f}, recall "
         f"{at['high']['recall']:.2f}); critical = the lowest cut above high at which 90% are (precision "
         f"{at['critical']['precision']:.2f}, recall {at['critical']['recall']:.2f}). Rule: "
-        "services/emotion/training/heads.py cut_points; figures: services/emotion/model/HEADS_CARD.md"
+        f"services/emotion/training/heads.py cut_points; figures: {model_dir}/HEADS_CARD.md"
     )
     indent = 1 if raw.startswith('{\n "') else 2
     params_path.write_text(json.dumps(doc, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -529,16 +532,23 @@ def main(argv: list[str] | None = None) -> None:
         log(f"served-score cut points {served['cut_points']} F1@medium {served['f1_at_medium_cut_from_other_courses']}")
         urg["metrics"]["served"] = served
         write(args.out, cat, urg, version)
-        write_cut_points(args.params, served, version)
+        write_cut_points(args.params, served, version, model_dir_name(feature_layers(args.out)[0]))
     log(f"wrote {args.out / 'heads.npz'}")
 
 
+def feature_layers(out: Path) -> tuple[int, tuple[int, ...]]:
+    """(encoder layers, pooled layers in ``features``) of the model in ``out`` (model.json)."""
+    meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    return int(meta.get("encoder_layers", 6)), tuple(meta.get("features_layers", DEFAULT_LAYERS))
+
+
 def write(out: Path, cat: dict, urg: dict, version: str = "") -> str:
-    version = version or f"heads-minilm-l6-{time.strftime('%Y%m%d')}"
+    n_layers, layers = feature_layers(out)
+    version = version or f"heads-minilm-l{n_layers}-{time.strftime('%Y%m%d')}"
     np.savez(
         out / "heads.npz",
         version=np.array(version),
-        layers=np.array(DEFAULT_LAYERS),
+        layers=np.array(layers),
         category_labels=np.array(HEAD_LABELS),
         category_coef=cat["coef"].astype(np.float32),
         category_intercept=cat["intercept"].astype(np.float32),
@@ -553,14 +563,23 @@ def write(out: Path, cat: dict, urg: dict, version: str = "") -> str:
     (out / "heads_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
     meta_path = out / "model.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["heads"] = {"file": "heads.npz", "output": "features", "layers": list(DEFAULT_LAYERS), "block": 384}
+    meta["heads"] = {"file": "heads.npz", "output": "features", "layers": list(layers), "block": 384}
     meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    (out / "HEADS_CARD.md").write_text(render_card(metrics), encoding="utf-8")
+    (out / "HEADS_CARD.md").write_text(render_card(metrics, n_layers, layers), encoding="utf-8")
     return version
 
 
-def render_card(m: dict) -> str:
+def train_command(n_layers: int) -> str:
+    """The command that trains the heads of the model of this depth (in its shipped folder)."""
+    out = model_dir_name(n_layers)
+    if n_layers == 6:
+        return f"`python -m services.emotion.training.heads --data DATA --out {out}` (`make train-heads DATA=...`)"
+    return f"`python -m services.emotion.training.heads --data DATA --out {out} --params {out}/learning_v2.json`"
+
+
+def render_card(m: dict, n_layers: int = 6, layers: tuple[int, ...] = DEFAULT_LAYERS) -> str:
     """HEADS_CARD.md from the metrics of a training run (every figure from heads_metrics.json)."""
+    train_cmd = train_command(n_layers)
     c, u = m["category"], m["urgency"]
     lo, uc = c["loso"], u["loco"]
     conf = lo["confusion"]
@@ -586,14 +605,16 @@ def render_card(m: dict) -> str:
     labels = ", ".join(f"{k} {v}" for k, v in c["per_label"].items())
     return f"""# Category and urgency heads (`heads.npz`, version `{m["version"]}`)
 
-Two linear heads on the emotion encoder (`emotion.int8.onnx`, the fine-tuned MiniLM-L6 of
+Two linear heads on the emotion encoder (`emotion.int8.onnx`, the fine-tuned MiniLM-L6{
+        "" if n_layers == 6 else f" cut to {n_layers} layers"
+    } of
 `MODEL_CARD.md`). The ONNX model's extra output `features` is the attention-masked mean of the
-hidden states after transformer layers {", ".join(map(str, DEFAULT_LAYERS))}, each 384-wide block
+hidden states after transformer layers {", ".join(map(str, layers))}, each 384-wide block
 L2-normalised (the last block is the pooled embedding the emotion heads read); the emotion
 outputs are bit-identical with and without it. One encoder pass per message serves emotions,
 PAD, the router's task category and urgency: the heads add two small matrix products.
-Trained by `python -m services.emotion.training.heads --data DATA --out services/emotion/model`
-(`make train-heads DATA=...`; scikit-learn logistic regression, a few minutes on 2 cores).
+Trained by {train_cmd};
+scikit-learn logistic regression, a few minutes on 2 cores.
 Every figure below is on data the model that produced it never saw, from `heads_metrics.json`.
 
 ## Category head (router)

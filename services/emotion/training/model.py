@@ -24,12 +24,19 @@ class EmotionNet(nn.Module):
         num_labels: int = 28,
         dropout: float = 0.1,
         attn_implementation: str = "sdpa",
+        layers: int | None = None,
     ) -> None:
+        """``layers``: keep the base encoder's first ``layers`` transformer layers (None: all 6).
+
+        A shorter encoder costs proportionally less per text; the dropped top layers are not
+        loaded (their weights are ignored), the kept ones start from the pre-trained weights.
+        """
         super().__init__()
         from transformers import AutoModel
 
+        extra = {} if layers is None else {"num_hidden_layers": layers}
         self.encoder = AutoModel.from_pretrained(
-            str(encoder_dir or encoder_path()), attn_implementation=attn_implementation
+            str(encoder_dir or encoder_path()), attn_implementation=attn_implementation, **extra
         )
         hidden = int(self.encoder.config.hidden_size)
         self.dropout = nn.Dropout(dropout)
@@ -44,11 +51,15 @@ class EmotionNet(nn.Module):
         pooled = self.dropout(pooled)
         return self.emotion_head(pooled), torch.sigmoid(self.pad_head(pooled))
 
+    @property
+    def num_layers(self) -> int:
+        return int(self.encoder.config.num_hidden_layers)
+
 
 def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> tuple[EmotionNet, dict]:
     """Rebuild an EmotionNet from a checkpoint written by the training loop."""
     ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    model = EmotionNet(attn_implementation=attn_implementation)
+    model = EmotionNet(attn_implementation=attn_implementation, layers=ckpt["config"].get("layers"))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt

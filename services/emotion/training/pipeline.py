@@ -464,15 +464,19 @@ def run_post_training(
     # services.emotion.training.heads then trains the heads on this model)
     from .features import add_features_output
 
-    add_features_output(out / ONNX_FILE, out / ONNX_FILE)
+    feature_layers = add_features_output(out / ONNX_FILE, out / ONNX_FILE)
     q, f = res[chosen], res["fp32"]
     cal = q["calibration"]
 
-    version = "emotion-minilm-l6-" + dt.date.today().strftime("%Y%m%d")
+    n_layers = int((exp.get("config") or {}).get("layers") or 6)
+    version = f"emotion-minilm-l{n_layers}-" + dt.date.today().strftime("%Y%m%d")
+    kept = "" if n_layers == 6 else f", first {n_layers} of its 6 layers"
     model_json = {
         "model_version": version,
         "onnx_file": ONNX_FILE,
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (fine-tuned), mean pooling",
+        "encoder": f"sentence-transformers/all-MiniLM-L6-v2 (fine-tuned{kept}), mean pooling",
+        "encoder_layers": n_layers,
+        "features_layers": list(feature_layers),
         "labels": corpus.labels,
         **{k: v for k, v in _model_json_calibration(cal).items() if k in ("thresholds", "temperature")},
         "probability": "sigmoid(emotion_logits / temperature)",

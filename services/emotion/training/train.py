@@ -40,6 +40,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (timing / smoke tests)
     time_budget_min: float | None = None  # shrink the LR schedule to finish within this time
     eval_batch_size: int = 128
+    layers: int | None = None  # keep the base encoder's first N transformer layers (None: all 6)
 
 
 def set_seed(seed: int) -> None:
@@ -120,7 +121,7 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     n_eb = len(eb_seqs)
     vad_var = torch.from_numpy(corpus.eb_train.vad.var(0).astype(np.float32)).clamp(min=1e-4)
 
-    model = EmotionNet(dropout=cfg.dropout)
+    model = EmotionNet(dropout=cfg.dropout, layers=cfg.layers)
     pw = torch.from_numpy(pos_weights(corpus.ge_train.labels, cfg.pos_weight_power, cfg.pos_weight_max))
     bce = nn.BCEWithLogitsLoss(pos_weight=pw)
 
@@ -253,7 +254,7 @@ def add_checkpoint_average(corpus: Corpus, build_dir: Path, log=print) -> dict:
     c2 = torch.load(ckpt_dir / f"epoch{e2}.pt", weights_only=False)
     sd = {k: (c1["state_dict"][k] + v) / 2 if v.is_floating_point() else v for k, v in c2["state_dict"].items()}
     cfg = c2["config"]
-    model = EmotionNet(dropout=cfg["dropout"])
+    model = EmotionNet(dropout=cfg["dropout"], layers=cfg.get("layers"))
     model.load_state_dict(sd)
     tok = load_tokenizer(encoder_path() / "tokenizer.json", cfg["max_seq_length"])
     ev = evaluate_dev(model, corpus, encode(tok, corpus.ge_dev.texts), encode(tok, corpus.eb_dev.texts))
