@@ -11,7 +11,7 @@ STAMP_TRAIN := $(VENV)/.installed-train-v2
 PROTOS := $(shell find protos -name '*.proto' | sort)
 DATA ?= ../shared/data
 
-.PHONY: help setup setup-run setup-train run test test-all test-faults lint protos proto-check proto-lock readme-env bench train-emotion train-heads train-router clean
+.PHONY: help setup setup-run setup-train run test test-all test-faults lint protos proto-check proto-lock readme-env bench train-emotion train-emotion-l3 train-heads train-router clean
 
 help:
 	@echo "make run          set up the run-only install (first time) and start every service locally"
@@ -27,6 +27,7 @@ help:
 	@echo "make container-test  run the system from its images and check health and a chat"
 	@echo "make train-emotion DATA=../shared/data  retrain the emotion model"
 	@echo "make train-heads DATA=../shared/data    retrain the category (router) and urgency heads on it"
+	@echo "make train-emotion-l3 DATA=../shared/data  retrain the opt-in 3-layer model and its heads"
 
 # Development environment (CI runs this, then `make test`): what running needs plus the dev extras.
 setup: $(STAMP_DEV)
@@ -101,6 +102,13 @@ train-emotion: setup-train
 	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model
 
 # Category head (router) and urgency head (intervention) on the emotion encoder's pooled layers.
+# The opt-in 3-layer model (README "The smaller encoder"): its own folder, heads and parameter file.
+train-emotion-l3: setup-train
+	$(PYTHON) -m services.emotion.training --data $(DATA) --out services/emotion/model-l3 --layers 3 --time-budget-min 30
+	@[ -f services/emotion/model-l3/learning_v2.json ] || cp services/emotion/params/learning_v2.json services/emotion/model-l3/
+	$(PYTHON) -m services.emotion.training.heads --data $(DATA) --out services/emotion/model-l3 \
+	  --params services/emotion/model-l3/learning_v2.json
+
 train-heads: setup-train
 	$(PYTHON) -m services.emotion.training.heads --data $(DATA) --out services/emotion/model
 train-router: train-heads
