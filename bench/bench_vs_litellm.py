@@ -509,6 +509,15 @@ def stop_all(fake: subprocess.Popen[bytes], system: LocalSystem | None, *procs: 
 
 
 # ---- report --------------------------------------------------------------------------------------
+def emotion_model_version(health_url: str) -> str:
+    """The model the emotion service ran, from its /health document ("?" if it did not answer)."""
+    try:
+        with urllib.request.urlopen(f"{health_url}/health", timeout=5) as resp:
+            return str(json.loads(resp.read()).get("model_version") or "?")
+    except (OSError, ValueError):
+        return "?"
+
+
 def speculation_counts(metrics_url: str) -> dict[str, float]:
     """masterx_router_speculation_total by outcome, from the router's Prometheus endpoint."""
     with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=5) as resp:
@@ -742,6 +751,7 @@ def main() -> None:
         results, per_rep = asyncio.run(run_all(targets, args))
         load_end = os.getloadavg()
         speculation = speculation_counts(f"http://127.0.0.1:{system.ports['router-metrics']}")
+        emotion_model = emotion_model_version(f"http://127.0.0.1:{system.ports['emotion-metrics']}")
     finally:
         stop_all(fake, system, noemo, litellm)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -751,6 +761,7 @@ def main() -> None:
     )
     print(f"\n## MasterX vs LiteLLM proxy ({args.reps} interleaved repetitions)\n")
     print(f"machine: {host}; {load}")
+    print(f"emotion model: {emotion_model} (EMOTION_MODEL_DIR picks another)")
     print(
         f"provider: fake OpenAI-compatible, {TTFT_MS:.0f} ms to first token, {TOKENS} tokens {TOKEN_MS:.0f} ms apart; "
         "CPU = user+system time of the target's own processes (MasterX: gateway, router, emotion, Redis, "
@@ -758,6 +769,7 @@ def main() -> None:
     )
     out = report(results, [t.name for t in targets], load, per_rep)
     out["machine"] = host
+    out["emotion_model"] = emotion_model
     total = sum(speculation.values())
     if total:
         shares = ", ".join(f"{k} {v / total:.1%}" for k, v in sorted(speculation.items(), key=lambda kv: -kv[1]))
