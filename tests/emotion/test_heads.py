@@ -38,7 +38,12 @@ def test_every_prediction_carries_category_followup_and_urgency(shared_model: Em
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_clear_prompts_get_their_category(shared_model: EmotionModel, category: str) -> None:
-    (p,) = shared_model.predict([CLEAR[category]])
+    check_category(shared_model, category)
+
+
+def check_category(model: EmotionModel, category: str) -> None:
+    """The written prompt of ``category`` gets it (also run on the 3-layer model)."""
+    (p,) = model.predict([CLEAR[category]])
     got = CATEGORIES[int(np.argmax(p.category_probabilities))]
     assert got == category, dict(zip(CATEGORIES, np.round(p.category_probabilities, 3), strict=True))
 
@@ -51,7 +56,12 @@ def test_followups_are_told_from_new_questions(shared_model: EmotionModel) -> No
 
 
 def test_urgency_ranks_a_stuck_student_above_small_talk(shared_model: EmotionModel) -> None:
-    urgent, calm = shared_model.predict(
+    check_urgency_ranking(shared_model)
+
+
+def check_urgency_ranking(model: EmotionModel) -> None:
+    """A stuck student before a deadline is urgent, a thank-you is not (also run on the 3-layer model)."""
+    urgent, calm = model.predict(
         [
             "The quiz closes in an hour and the submit button gives an error every time, I have tried "
             "three browsers. Can someone from the staff please help me, I will lose my grade.",

@@ -51,10 +51,6 @@ class EmotionNet(nn.Module):
         pooled = self.dropout(pooled)
         return self.emotion_head(pooled), torch.sigmoid(self.pad_head(pooled))
 
-    @property
-    def num_layers(self) -> int:
-        return int(self.encoder.config.num_hidden_layers)
-
 
 def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> tuple[EmotionNet, dict]:
     """Rebuild an EmotionNet from a checkpoint written by the training loop."""
