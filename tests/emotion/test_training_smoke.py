@@ -92,11 +92,14 @@ def write_tiny_data(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # trains a model
-@pytest.mark.parametrize("layers", [None, 2], ids=["6-layers", "2-layers"])
-def test_pipeline_end_to_end(tmp_path: Path, layers: int | None) -> None:
+@pytest.mark.parametrize(
+    ("layers", "distil"), [(None, False), (2, True)], ids=["6-layers", "2-layers-distilled-from-the-shipped-model"]
+)
+def test_pipeline_end_to_end(tmp_path: Path, layers: int | None, distil: bool) -> None:
     import onnx
     import onnxruntime as ort
 
+    from services.emotion.config import SERVICE_DIR
     from services.emotion.engine import EmotionModel
     from services.emotion.training.__main__ import main
     from services.emotion.training.data import load_corpus
@@ -124,6 +127,7 @@ def test_pipeline_end_to_end(tmp_path: Path, layers: int | None) -> None:
             "--quant-calib-sentences",
             "4",
             *(["--layers", str(layers)] if layers else []),
+            *(["--teacher", str(SERVICE_DIR / "model")] if distil else []),
         ]
     )
     assert rc == 0
@@ -157,6 +161,7 @@ def test_pipeline_end_to_end(tmp_path: Path, layers: int | None) -> None:
     assert f.shape == (2, 384 * len(meta["features_layers"]))
 
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["config"]["teacher"] == (str(SERVICE_DIR / "model") if distil else None)
     assert set(metrics["targets"]) == {
         "macro_f1_dev_B",
         "ekman_macro_f1_dev_B",

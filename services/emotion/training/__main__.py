@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(d, f.name)
-        typ = type(default) if default is not None else (float if "time" in f.name else int)
+        typ = type(default) if default is not None else {"time_budget_min": float, "teacher": str}.get(f.name, int)
         ap.add_argument("--" + f.name.replace("_", "-"), type=typ, default=default)
     return ap.parse_args(argv)
 

@@ -101,6 +101,18 @@ def write_card(m: dict, path: Path) -> None:
             "variance-normalised MSE on the 3 PAD outputs for EmoBank rows, total = BCE + "
             f"{cfg['pad_loss_weight']} x PAD loss."
         )
+        if cfg.get("teacher"):
+            kw = cfg.get("kd_weight", 0.5)
+            w(
+                f"- Distilled from the trained model in `{cfg['teacher']}` (`training/distill.py`): "
+                f"total = {1 - kw:g} x the labelled loss above + {kw:g} x (BCE against the "
+                f"teacher's per-label probabilities at temperature {cfg.get('kd_temperature', 1.0):g} "
+                f"+ {cfg['pad_loss_weight']} x the PAD loss against the teacher's PAD + "
+                f"{cfg.get('kd_embedding_weight', 0.5):g} x (1 - cosine) to the teacher's pooled last "
+                "layer), on every training row: EmoBank rows get emotion targets and GoEmotions rows "
+                "PAD targets from the teacher. The teacher only labels training texts (its served "
+                "int8 model, batches of 64); dev and test stay unseen."
+            )
         w(
             f"- Class imbalance: BCE `pos_weight` = (neg/pos)^{cfg['pos_weight_power']} per label, "
             f"clipped to [1, {cfg['pos_weight_max']}] (grief, pride, relief, nervousness, "
@@ -380,6 +392,8 @@ def write_card(m: dict, path: Path) -> None:
     w("## Reproduce\n")
     out = model_dir_name(cfg.get("layers"))
     depth = f" --layers {n_layers}" if n_layers != 6 else ""
+    if cfg.get("teacher"):
+        depth += f" --teacher {cfg['teacher']}"
     w(
         f"```\npython -m services.emotion.training --data /path/to/data --out {out} --epochs {cfg.get('epochs', 4)}{depth}\n```\n"
     )

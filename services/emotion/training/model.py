@@ -44,12 +44,19 @@ class EmotionNet(nn.Module):
         self.pad_head: nn.Module = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, pad, _ = self.forward_pooled(input_ids, attention_mask)
+        return logits, pad
+
+    def forward_pooled(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(emotion logits, PAD, pooled last layer before dropout); distillation reads the last."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
         h = out.last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-6)
-        pooled = self.dropout(pooled)
-        return self.emotion_head(pooled), torch.sigmoid(self.pad_head(pooled))
+        dropped = self.dropout(pooled)
+        return self.emotion_head(dropped), torch.sigmoid(self.pad_head(dropped)), pooled
 
 
 def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> tuple[EmotionNet, dict]:

@@ -41,6 +41,10 @@ class TrainConfig:
     time_budget_min: float | None = None  # shrink the LR schedule to finish within this time
     eval_batch_size: int = 128
     layers: int | None = None  # keep the base encoder's first N transformer layers (None: all 6)
+    teacher: str | None = None  # model folder to distil from (distill.py); None: labels only
+    kd_weight: float = 0.5  # loss = (1 - w) * labelled + w * distillation
+    kd_temperature: float = 1.0
+    kd_embedding_weight: float = 0.5  # weight of 1 - cos(student, teacher pooled) in the distillation part
 
 
 def set_seed(seed: int) -> None:
@@ -124,6 +128,14 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     model = EmotionNet(dropout=cfg.dropout, layers=cfg.layers)
     pw = torch.from_numpy(pos_weights(corpus.ge_train.labels, cfg.pos_weight_power, cfg.pos_weight_max))
     bce = nn.BCEWithLogitsLoss(pos_weight=pw)
+    kd = None
+    if cfg.teacher:
+        from .distill import teacher_targets
+
+        tt = time.time()
+        targets = teacher_targets(Path(cfg.teacher), ge_seqs + eb_seqs, np.log(pw.numpy()), cfg.threads)
+        kd = tuple(torch.from_numpy(a) for a in (targets.logits, targets.pad, targets.pooled))
+        log(f"teacher {targets.model_version} ({cfg.teacher}): {len(ge_seqs) + n_eb} texts in {time.time() - tt:.0f}s")
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
     groups = []
@@ -164,10 +176,10 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
     stop = False
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        run_loss = run_ge = run_eb = 0.0
+        run_loss = run_ge = run_eb = run_kd = 0.0
         for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
             ids, mask = pad_batch([seqs[i] for i in batch])
-            logits, pad = model(torch.from_numpy(ids), torch.from_numpy(mask))
+            logits, pad, pooled = model.forward_pooled(torch.from_numpy(ids), torch.from_numpy(mask))
             bi = torch.tensor(batch)
             is_ge = bi < n_ge
             loss = torch.zeros(())
@@ -179,6 +191,16 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
                 tgt = eb_vad[(bi[~is_ge] - n_ge) % n_eb]
                 leb = (((pad[~is_ge] - tgt) ** 2) / vad_var).mean()
                 loss = loss + cfg.pad_loss_weight * leb
+            lkd = torch.zeros(())
+            if kd is not None:
+                from .distill import distill_loss_terms
+
+                ti = torch.where(is_ge, bi, n_ge + (bi - n_ge) % n_eb)  # EmoBank repeats share targets
+                k_emo, k_pad, k_emb = distill_loss_terms(
+                    logits, pad, pooled, kd[0][ti], kd[1][ti], kd[2][ti], vad_var, cfg.kd_temperature
+                )
+                lkd = k_emo + cfg.pad_loss_weight * k_pad + cfg.kd_embedding_weight * k_emb
+                loss = (1.0 - cfg.kd_weight) * loss + cfg.kd_weight * lkd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,14 +210,15 @@ def train(corpus: Corpus, cfg: TrainConfig, build_dir: Path, log=print) -> dict:
             run_loss += float(loss.detach())
             run_ge += float(lge.detach())
             run_eb += float(leb.detach())
+            run_kd += float(lkd.detach())
             if step % 50 == 0:
                 el = time.time() - t0
                 log(
                     f"epoch {epoch} step {step}/{total} loss {run_loss / 50:.4f} "
-                    f"(ge {run_ge / 50:.4f} pad {run_eb / 50:.4f}) lr {sched.get_last_lr()[0]:.2e} "
-                    f"{el / step:.3f}s/step elapsed {el / 60:.1f}min"
+                    f"(ge {run_ge / 50:.4f} pad {run_eb / 50:.4f} kd {run_kd / 50:.4f}) "
+                    f"lr {sched.get_last_lr()[0]:.2e} {el / step:.3f}s/step elapsed {el / 60:.1f}min"
                 )
-                run_loss = run_ge = run_eb = 0.0
+                run_loss = run_ge = run_eb = run_kd = 0.0
                 if cfg.time_budget_min:
                     rate = (el - eval_s) / step
                     left = cfg.time_budget_min * 60 - el - 90.0 * (cfg.epochs - epoch + 1)
