@@ -27,6 +27,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (all bound at once, then released)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
+def reserved_port(low: int = 20000) -> int:
+    """A free port below the kernel's ephemeral range, for a server started much later.
+
+    A port from ``free_port`` can be handed out again in the meantime (to another ``bind(0)`` or
+    as the local end of an outgoing connection, e.g. a client retrying that very port); one below
+    ``ip_local_port_range`` is never picked by the kernel, only by another caller of this.
+    """
+    import random
+
+    try:
+        top = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        top = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, max(low + 1, top))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

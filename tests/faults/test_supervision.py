@@ -161,7 +161,7 @@ def test_services_wait_for_mongodb_at_start_instead_of_exiting(tmp_path: Path, f
     from masterx_runtime.testing import servers
 
     redis = servers.start_redis()
-    mongo_port = servers.free_port()
+    mongo_port = servers.reserved_port()  # started last: a port the kernel does not hand out meanwhile
     env = {
         **os.environ,
         **system_env(providers(fake_llm)),
@@ -172,8 +172,9 @@ def test_services_wait_for_mongodb_at_start_instead_of_exiting(tmp_path: Path, f
     procs: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
     mongo = None
     try:
+        ports = iter(servers.free_ports(4))
         for name in ("router", "benchmark"):
-            port, metrics = servers.free_port(), servers.free_port()
+            port, metrics = next(ports), next(ports)
             log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - handed to the child
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
