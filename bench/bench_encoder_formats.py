@@ -12,7 +12,11 @@ served, with the service's own session options (``EmotionModel``):
 * ``int8``: the shipped ``emotion.int8.onnx``;
 * ``fp32``: the same network with the int8 weights dequantized into float32 ``MatMul`` weights
   (built here from the shipped file, so no other artifact is needed; needs the ``onnx``
-  package of the ``train`` extra, the row is skipped without it).
+  package of the ``train`` extra, the row is skipped without it);
+* ``static``, with ``--static-calib DATA``: that twin quantized statically (fixed uint8
+  activation scales, MinMax over 400 GoEmotions train texts of ``DATA/goemotions``; per-channel
+  int8 weights; MatMuls only), which makes padded batches batch-invariant; also prints how often
+  its primary label agrees with the shipped model's on the first 1,000 GoEmotions dev texts.
 
 For each: CPU ms per text at each batch size over the messages below (padded batches of
 neighbouring messages of ``bench_emotion.py``, as the micro-batcher forms them), and, for batches of 8, the largest
@@ -38,6 +42,7 @@ from bench_emotion import MESSAGES  # noqa: E402  (the emotion benchmark's chat 
 
 from masterx_runtime.testing.benchstats import cpu_flags, machine  # noqa: E402
 from services.emotion.engine import DEFAULT_MODEL_DIR, EmotionModel  # noqa: E402
+from services.emotion.training.data import read_goemotions  # noqa: E402
 
 
 def dequantized(int8_path: Path, out: Path) -> bool:
@@ -114,10 +119,56 @@ def batch_effect(model: EmotionModel, batch: int) -> tuple[float, int]:
     return float(np.abs(alone - batched).max()), changed
 
 
+def static_twin(fp32: Path, out: Path, model: EmotionModel, data: Path, texts: int = 400) -> None:
+    """Write ``out``: ``fp32`` quantized with activation scales calibrated on GoEmotions train texts."""
+    import random
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rows = list(read_goemotions(data / "goemotions" / "train.tsv").texts)
+    random.Random(0).shuffle(rows)
+    feeds = iter(rows[:texts])
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            text = next(feeds, None)
+            if text is None:
+                return None
+            ids, mask, _ = model.encode([text])
+            return {"input_ids": ids, "attention_mask": mask}
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+def agreement(a: EmotionModel, b: EmotionModel, data: Path, n: int = 1000) -> tuple[float, float]:
+    """(share of equal primary labels, max |dprob|) of two models on GoEmotions dev texts, one at a time."""
+    texts = read_goemotions(data / "goemotions" / "dev.tsv", limit=n).texts
+    pa = np.concatenate([a.probabilities(a.infer_all([t])[0]) for t in texts])
+    pb = np.concatenate([b.probabilities(b.infer_all([t])[0]) for t in texts])
+    return float((pa.argmax(axis=1) == pb.argmax(axis=1)).mean()), float(np.abs(pa - pb).max())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per format and batch size")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument("--static-calib", type=Path, help="data folder (goemotions/): add the static int8 row")
     args = ap.parse_args()
     flags = cpu_flags()
     print(f"machine: {machine()}")
@@ -127,6 +178,10 @@ def main() -> int:
         fp32 = Path(tmp) / "emotion.fp32.onnx"
         if dequantized(Path(DEFAULT_MODEL_DIR) / models["int8"].meta["onnx_file"], fp32):
             models["fp32"] = EmotionModel(intra_op_threads=1, prefer_gpu=False, model_file=str(fp32))
+            if args.static_calib:
+                static = Path(tmp) / "emotion.static.onnx"
+                static_twin(fp32, static, models["int8"], args.static_calib)
+                models["static"] = EmotionModel(intra_op_threads=1, prefer_gpu=False, model_file=str(static))
         else:
             print("fp32: skipped (pip install onnx, or the train extra)")
         header = " | ".join(f"batch {b}" for b in args.batches)
@@ -137,6 +192,9 @@ def main() -> int:
             dprob, changed = batch_effect(model, 8)
             cells = " | ".join(f"{v:.2f}" for v in ms)
             print(f"| {name} | {cells} | {dprob:.4f} | {changed}/{len(MESSAGES)} |", flush=True)
+        if "static" in models:
+            share, dmax = agreement(models["int8"], models["static"], args.static_calib)
+            print(f"\nstatic vs shipped int8, GoEmotions dev: primary label agrees {share:.1%}, max |dprob| {dmax:.2f}")
     return 0
 
 
