@@ -18,6 +18,9 @@ served, with the service's own session options (``EmotionModel``):
   int8 weights; MatMuls only), which makes padded batches batch-invariant; also prints how often
   its primary label agrees with the shipped model's on the first 1,000 GoEmotions dev texts.
 
+``--idle-gaps 0 5 20`` also prints the int8 run's CPU per text when runs are that many ms of idle
+time apart (a service answering one message at a time), which costs more than back to back.
+
 For each: CPU ms per text at each batch size over the messages below (padded batches of
 neighbouring messages of ``bench_emotion.py``, as the micro-batcher forms them), and, for batches of 8, the largest
 change of any emotion probability against the same text run alone and how many primary labels
@@ -119,6 +122,20 @@ def batch_effect(model: EmotionModel, batch: int) -> tuple[float, int]:
     return float(np.abs(alone - batched).max()), changed
 
 
+def idle_gap_ms(model: EmotionModel, gap_s: float, seconds: float) -> float:
+    """CPU ms of one text's run (this thread) when the runs are ``gap_s`` of idle time apart."""
+    runs, cpu, end = 0, 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for m in MESSAGES:
+            if gap_s:
+                time.sleep(gap_s)
+            c0 = time.thread_time()
+            model.infer_all([m])
+            cpu += time.thread_time() - c0
+            runs += 1
+    return cpu * 1000 / runs
+
+
 def static_twin(fp32: Path, out: Path, model: EmotionModel, data: Path, texts: int = 400) -> None:
     """Write ``out``: ``fp32`` quantized with activation scales calibrated on GoEmotions train texts."""
     import random
@@ -168,6 +185,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0, help="seconds per format and batch size")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument(
+        "--idle-gaps", type=float, nargs="*", metavar="MS", help="also: int8 CPU per text with these idle gaps (ms)"
+    )
     ap.add_argument("--static-calib", type=Path, help="data folder (goemotions/): add the static int8 row")
     args = ap.parse_args()
     flags = cpu_flags()
@@ -195,6 +215,9 @@ def main() -> int:
         if "static" in models:
             share, dmax = agreement(models["int8"], models["static"], args.static_calib)
             print(f"\nstatic vs shipped int8, GoEmotions dev: primary label agrees {share:.1%}, max |dprob| {dmax:.2f}")
+        for gap in args.idle_gaps or []:
+            per_text = idle_gap_ms(models["int8"], gap / 1000, args.seconds)
+            print(f"int8, one text at a time, {gap:g} ms idle between texts: {per_text:.2f} ms CPU per text")
     return 0
 
 
